@@ -1,0 +1,113 @@
+"""Build the Cython kernels in ext/ into tinygrad_bn._ext.<name>.
+
+Every ext/*.pyx becomes one extension module. OpenMP is probed once: when the compiler
+accepts -fopenmp the kernels run their prange loops in parallel, otherwise they build
+serially and a warning says so. Compiler directives are set here, once, for all kernels.
+
+Environment switches (read at build time):
+  TINYGRAD_BN_DEBUG=1      bounds checks and wraparound back on, -O0 -g (slow, for debugging)
+  TINYGRAD_BN_NO_OPENMP=1  build without OpenMP even when the compiler has it
+  TINYGRAD_BN_MARCH=...    value for -march (default: native when the compiler accepts it)
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("TINYGRAD_BN_DEBUG", "") not in ("", "0")
+
+
+def _compiler_accepts(flags, code="int main(void){return 0;}\n", link_flags=()):
+    """True when the C compiler builds and links a tiny program with these flags."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(code)
+        cmd = cc.split() + list(flags) + [src, "-o", os.path.join(tmp, "probe")] + list(link_flags)
+        try:
+            return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            return False
+
+
+OPENMP_PROBE = """#include <omp.h>
+int main(void){int n=0;
+#pragma omp parallel reduction(+:n)
+n += 1;
+return omp_get_max_threads() > 0 ? 0 : 1;}
+"""
+
+
+def _openmp_flags():
+    if os.environ.get("TINYGRAD_BN_NO_OPENMP", "") not in ("", "0"):
+        return None
+    if _compiler_accepts(["-fopenmp"], OPENMP_PROBE, ["-fopenmp"]):
+        return ["-fopenmp"]
+    warnings.warn("tinygrad_bn: the C compiler does not support OpenMP; "
+                  "the kernels are built serially (single-threaded).")
+    return None
+
+
+def _compile_flags():
+    if DEBUG:
+        return ["-O0", "-g"]
+    flags = ["-O3"]
+    march = os.environ.get("TINYGRAD_BN_MARCH", "native")
+    if march and _compiler_accepts([f"-march={march}"]):
+        flags.append(f"-march={march}")
+    return flags
+
+
+class BuildExt(build_ext):
+    """Probe the compiler lazily, when an extension is really being built."""
+
+    def build_extensions(self):
+        omp = _openmp_flags()
+        cflags = _compile_flags() + (omp or [])
+        flag_string = " ".join(cflags)
+        for ext in self.extensions:
+            ext.extra_compile_args = cflags + ["-Wno-unused-function", "-Wno-unreachable-code"]
+            ext.extra_link_args = list(omp or [])
+            ext.define_macros = ext.define_macros + [
+                ("TGBN_OPENMP", "1" if omp else "0"),
+                ("TGBN_CFLAGS", '"%s"' % flag_string),
+            ]
+        super().build_extensions()
+
+
+def _extensions():
+    directives = {
+        "language_level": "3",
+        "boundscheck": DEBUG,
+        "wraparound": DEBUG,
+        "initializedcheck": DEBUG,
+        "cdivision": True,
+        "nonecheck": False,
+        "embedsignature": True,
+    }
+    exts = []
+    for pyx in sorted(glob(os.path.join("ext", "*.pyx"))):
+        name = os.path.splitext(os.path.basename(pyx))[0]
+        exts.append(Extension(
+            f"tinygrad_bn._ext.{name}",
+            [pyx],
+            include_dirs=[np.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        ))
+    return cythonize(exts, compiler_directives=directives, quiet=True,
+                     force=DEBUG)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,148 @@
+"""NumPy reference kernels: the fallback when the extension is absent and the oracle in tests.
+
+Each function has exactly the signature of its compiled twin in ``tinygrad_bn._ext``.
+Inputs are validated by the dispatcher (``tinygrad_bn.kernels``) before they get here.
+Shapes: batch norm takes x as (N, C) or (N, C, L) (a (N, C, H, W) map is passed as
+(N, C, H*W)); conv2d and max_pool2d take NCHW; stride and padding are (h, w) pairs.
+"""
+import numpy as np
+
+
+# ---------------------------------------------------------------- matmul
+
+def matmul(a, b):
+    """C = A @ B for (M, K) @ (K, N), or batched (B, M, K) @ (B, K, N)."""
+    return np.matmul(a, b)
+
+
+# ---------------------------------------------------------------- conv2d
+
+def conv_output_size(size, k, stride, pad):
+    """Output length of a convolution or pooling window along one axis."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def im2col(x, kh, kw, stride, padding):
+    """(N, C, H, W) -> columns (N, C*KH*KW, OH*OW) for the given window."""
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding):
+    """Adjoint of im2col: scatter-add columns (N, C*KH*KW, OH*OW) back to (N, C, H, W)."""
+    n, c, h, w = x_shape
+    (sh, sw), (ph, pw) = stride, padding
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, :, i, j]
+    return xp[:, :, ph:ph + h, pw:pw + w]
+
+
+def conv2d_forward(x, weight, stride, padding):
+    """y[n, o] = sum_{c,i,j} w[o, c, i, j] * xpad[n, c, s*p + i, s*q + j]; no bias."""
+    n, _, h, w = x.shape
+    o, c, kh, kw = weight.shape
+    oh = conv_output_size(h, kh, stride[0], padding[0])
+    ow = conv_output_size(w, kw, stride[1], padding[1])
+    cols = im2col(x, kh, kw, stride, padding)
+    y = np.matmul(weight.reshape(o, c * kh * kw), cols)
+    return np.ascontiguousarray(y.reshape(n, o, oh, ow))
+
+
+def conv2d_backward(x, weight, grad_out, stride, padding):
+    """(dx, dweight) of conv2d_forward given dy = grad_out (N, O, OH, OW)."""
+    n = x.shape[0]
+    o, c, kh, kw = weight.shape
+    dy = grad_out.reshape(n, o, -1)
+    cols = im2col(x, kh, kw, stride, padding)
+    dweight = np.einsum("nok,nck->oc", dy, cols).reshape(weight.shape)
+    dcols = np.matmul(weight.reshape(o, -1).T, dy)
+    dx = col2im(dcols, x.shape, kh, kw, stride, padding)
+    return np.ascontiguousarray(dx), dweight.astype(x.dtype, copy=False)
+
+
+# ---------------------------------------------------------------- max_pool2d
+
+def max_pool2d_forward(x, kernel_size, stride, padding):
+    """(y, argmax): window maxima and, per output, the flat index h*W + w of the winner.
+
+    Padding counts as -inf; ties go to the first element in row-major window order.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((n, c, oh, ow), dtype=np.int64)
+    rows = np.arange(oh)[:, None] * sh - ph
+    colv = np.arange(ow)[None, :] * sw - pw
+    for i in range(kh):
+        for j in range(kw):
+            v = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            better = v > y
+            y = np.where(better, v, y)
+            argmax = np.where(better, (rows + i) * w + (colv + j), argmax)
+    return y, argmax
+
+
+def max_pool2d_backward(grad_out, argmax, input_shape):
+    """dx: each output's gradient added at its argmax position."""
+    n, c, h, w = input_shape
+    dx = np.zeros((n * c, h * w), dtype=grad_out.dtype)
+    flat_idx = argmax.reshape(n * c, -1)
+    np.add.at(dx, (np.arange(n * c)[:, None], flat_idx), grad_out.reshape(n * c, -1))
+    return dx.reshape(input_shape)
+
+
+# ---------------------------------------------------------------- batch norm
+
+def _channel_view(x):
+    """Reduction axes and the shape that broadcasts a per-channel vector against x."""
+    if x.ndim == 2:
+        return (0,), (1, x.shape[1])
+    return (0, 2), (1, x.shape[1], 1)
+
+
+def batch_norm_forward_train(x, weight, bias, eps):
+    """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64."""
+    axes, cshape = _channel_view(x)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes)
+    var = ((x64 - mean.reshape(cshape)) ** 2).mean(axis=axes)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = (weight * invstd).reshape(cshape)
+    y = (x64 - mean.reshape(cshape)) * scale + bias.reshape(cshape)
+    dt = x.dtype
+    return y.astype(dt), mean.astype(dt), var.astype(dt), invstd.astype(dt)
+
+
+def batch_norm_backward(grad_out, x, mean, invstd, weight):
+    """(dx, dweight, dbias) of the training forward (PAPER.md, Section 3), in float64."""
+    axes, cshape = _channel_view(x)
+    m = x.size // x.shape[1] if x.shape[1] else 0
+    dy = grad_out.astype(np.float64)
+    xhat = (x.astype(np.float64) - mean.reshape(cshape)) * invstd.reshape(cshape)
+    dbias = dy.sum(axis=axes)
+    dweight = (dy * xhat).sum(axis=axes)
+    k = (weight.astype(np.float64) * invstd).reshape(cshape) / max(m, 1)
+    dx = k * (m * dy - dbias.reshape(cshape) - xhat * dweight.reshape(cshape))
+    dt = x.dtype
+    return dx.astype(dt), dweight.astype(dt), dbias.astype(dt)
+
+
+def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
+    """y = x * scale + shift with scale = w / sqrt(var + eps), shift = b - mean * scale."""
+    _, cshape = _channel_view(x)
+    scale = weight.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
+    shift = bias - running_mean * scale
+    return (x * scale.reshape(cshape) + shift.reshape(cshape)).astype(x.dtype)
