@@ -1,4 +1,19 @@
-"""tinygrad_bn: a small autodiff framework that reproduces the Batch Normalization paper."""
+"""tinygrad_bn: a small autodiff framework that reproduces the Batch Normalization paper.
+
+    import tinygrad_bn as tg
+    import tinygrad_bn.functional as F
+"""
 from . import kernels
+from .tensor import Tensor, enable_grad, is_grad_enabled, manual_seed, no_grad
+from .ops import cat
+from .gradcheck import GradcheckError, gradcheck
+from . import functional
+
+concatenate = cat
+zeros = Tensor.zeros
+ones = Tensor.ones
+randn = Tensor.randn
+rand = Tensor.rand
+from_numpy = Tensor.from_numpy
 
 __version__ = "0.1.0"

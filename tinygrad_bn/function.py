@@ -1,0 +1,43 @@
+"""Function: the base class of every differentiable op.
+
+An op subclasses Function with ``forward(self, *arrays, **params)`` directly above
+``backward(self, grad)``. ``forward`` works on NumPy arrays and saves on ``self`` what
+``backward`` needs; ``backward`` returns one gradient (an array or None) per input.
+``Op.apply(*tensors, **params)`` runs forward and records the op in the graph, but only
+when a gradient is needed: under ``no_grad`` or with constant inputs nothing is kept.
+"""
+import numpy as np
+
+from .tensor import Tensor, is_grad_enabled
+
+
+class Function:
+    # parents: the input Tensors; needs_input_grad: which of them require a gradient
+    __slots__ = ("parents", "needs_input_grad", "__dict__")
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        ctx = cls()
+        ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        out = ctx.forward(*[t.data for t in inputs], **params)
+        if is_grad_enabled() and any(ctx.needs_input_grad):
+            ctx.parents = inputs
+            return Tensor._from_op(out, ctx)
+        return Tensor._from_op(out, None)
+
+
+def unbroadcast(grad, shape):
+    """Sum grad over the axes NumPy broadcasting added or stretched, back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, s in enumerate(shape) if s == 1 and grad.shape[i + extra] != 1)
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return out.reshape(shape) if extra else out
