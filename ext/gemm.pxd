@@ -1,0 +1,234 @@
+# The GEMM core shared by matmul.pyx and conv2d.pyx (cimported; all inline, no module of its own).
+#
+#   C (+)= A @ B,  A (M, K), B (K, N), C (M, N) row-major with leading dimension ldc.
+#
+# A and B are read through element strides, so transposed views (the engine's
+# `grad @ W.T`, `X.T @ grad`) are packed or read in place without a copy.
+# Layout (Goto/BLIS style): K is cut into KC-deep slices; per slice, B is packed once into
+# NR-wide column panels shared by all threads; rows are cut into blocks (one per prange
+# iteration), each thread packing its own A block into MR-row micro-panels; a 6 x 32
+# register tile (12 AVX-512 accumulators in float32, 24 in float64) does the FMAs.
+# Small problems skip what does not pay: A is read in place (any strides), B too when its
+# rows are contiguous, and no threads are started below PAR_MIN_WORK multiply-adds.
+# Every C element is summed in the same order whatever the thread count, so results are
+# bit-identical for 1 or many threads.
+from cython cimport floating
+from cython.parallel cimport prange, parallel, threadid
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int tgbn_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int tgbn_max_threads(void) { return 1; }
+    #endif
+    """
+    int tgbn_max_threads() noexcept nogil
+
+cdef enum:
+    MR = 6               # rows of the register tile
+    NR = 32              # columns of the register tile: 2 zmm of float32, 4 of float64
+    MC = 144             # rows per packed A block (fits L2 with KC)
+    KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
+    PACK_A_MIN_M = 192   # below this many rows A is read in place
+    DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place
+    PAR_MIN_WORK = 1 << 17   # multiply-adds below which one thread beats a fork/join
+
+
+cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline void micro_tile(Py_ssize_t kc,
+                            const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
+                            const floating* b, Py_ssize_t b_ks,
+                            floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
+    """c[:mr, :nr] (+)= a[:mr, :kc] @ b[:kc, :NR]; a(r, k) = a[r*a_rs + k*a_ks], b(k, j) = b[k*b_ks + j]."""
+    cdef floating acc[MR][NR]
+    cdef floating x0, x1, x2, x3, x4, x5, bj
+    cdef Py_ssize_t k, j, r
+    # Rows past mr re-read row mr-1 (never out of bounds); their sums are not stored.
+    cdef const floating* a0 = a
+    cdef const floating* a1 = a + (1 if mr > 1 else mr - 1) * a_rs
+    cdef const floating* a2 = a + (2 if mr > 2 else mr - 1) * a_rs
+    cdef const floating* a3 = a + (3 if mr > 3 else mr - 1) * a_rs
+    cdef const floating* a4 = a + (4 if mr > 4 else mr - 1) * a_rs
+    cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
+    memset(&acc[0][0], 0, sizeof(acc))
+    for k in range(kc):
+        x0 = a0[k * a_ks]
+        x1 = a1[k * a_ks]
+        x2 = a2[k * a_ks]
+        x3 = a3[k * a_ks]
+        x4 = a4[k * a_ks]
+        x5 = a5[k * a_ks]
+        # one 32-wide loop with six statements: gcc keeps acc in zmm registers and
+        # emits one broadcast + FMA per row and vector (checked with objdump)
+        for j in range(NR):
+            bj = b[k * b_ks + j]
+            acc[0][j] += x0 * bj
+            acc[1][j] += x1 * bj
+            acc[2][j] += x2 * bj
+            acc[3][j] += x3 * bj
+            acc[4][j] += x4 * bj
+            acc[5][j] += x5 * bj
+    if mr == MR and nr == NR:
+        if add:
+            for r in range(MR):
+                for j in range(NR):
+                    c[r * ldc + j] += acc[r][j]
+        else:
+            for r in range(MR):
+                for j in range(NR):
+                    c[r * ldc + j] = acc[r][j]
+    else:
+        for r in range(mr):
+            if add:
+                for j in range(nr):
+                    c[r * ldc + j] += acc[r][j]
+            else:
+                for j in range(nr):
+                    c[r * ldc + j] = acc[r][j]
+
+
+cdef inline void pack_b_panel(Py_ssize_t kc, Py_ssize_t nr, const floating* b,
+                              Py_ssize_t sb0, Py_ssize_t sb1, floating* bp) noexcept nogil:
+    """bp[k*NR + j] = B(k, j) for j < nr, zero for nr <= j < NR (b points at the panel's B(0, 0))."""
+    cdef Py_ssize_t k, j
+    if sb1 == 1:
+        for k in range(kc):
+            for j in range(nr):
+                bp[k * NR + j] = b[k * sb0 + j]
+            for j in range(nr, NR):
+                bp[k * NR + j] = 0
+    else:
+        # transposed B: walk down each column, which is the contiguous direction in memory
+        for j in range(nr):
+            for k in range(kc):
+                bp[k * NR + j] = b[k * sb0 + j * sb1]
+        if nr < NR:
+            for k in range(kc):
+                for j in range(nr, NR):
+                    bp[k * NR + j] = 0
+
+
+cdef inline void pack_a_block(Py_ssize_t mc, Py_ssize_t kc, const floating* a,
+                              Py_ssize_t sa0, Py_ssize_t sa1, floating* ap) noexcept nogil:
+    """Micro-panels of MR rows: ap[i0*kc + k*MR + r] = A(i0 + r, k); rows past mc are zero."""
+    cdef Py_ssize_t t, i0, k, r, mr
+    cdef floating* dst
+    for t in range(_cdiv(mc, MR)):
+        i0 = t * MR
+        mr = min(<Py_ssize_t>MR, mc - i0)
+        dst = ap + i0 * kc
+        if sa1 == 1:
+            for r in range(mr):
+                for k in range(kc):
+                    dst[k * MR + r] = a[(i0 + r) * sa0 + k]
+        else:
+            for k in range(kc):
+                for r in range(mr):
+                    dst[k * MR + r] = a[(i0 + r) * sa0 + k * sa1]
+        for r in range(mr, MR):
+            for k in range(kc):
+                dst[k * MR + r] = 0
+
+
+cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     const floating* a, Py_ssize_t sa0, Py_ssize_t sa1,
+                     const floating* b, Py_ssize_t sb0, Py_ssize_t sb1,
+                     floating* c, Py_ssize_t ldc, bint add, bint threaded) noexcept nogil:
+    """C (+)= A @ B with element strides for A and B; returns -1 when out of memory, else 0.
+
+    threaded=False keeps everything on the calling thread (for callers already inside a prange).
+    """
+    cdef Py_ssize_t kc_max = KC if floating is float else KC // 2
+    cdef Py_ssize_t npanel = _cdiv(N, NR)
+    cdef Py_ssize_t n_tail = N - (npanel - 1) * NR if N > 0 else 0
+    cdef bint pack_a = M >= PACK_A_MIN_M
+    cdef bint pack_b = sb1 != 1 or M > DIRECT_B_MAX_M
+    cdef bint par = threaded and tgbn_max_threads() > 1 and M * N * K >= PAR_MIN_WORK
+    cdef int nt = tgbn_max_threads() if par else 1
+    cdef Py_ssize_t ks, pc, kc, i, r, jp, t, blk, mcb, i0, ir, ntile_m, ldb_p
+    cdef Py_ssize_t nb = 0, mc = MR
+    cdef bint acc_on
+    cdef floating* bbuf = NULL
+    cdef floating* abuf = NULL
+    cdef floating* ap
+    cdef const floating* bpanel
+
+    if M <= 0 or N <= 0:
+        return 0
+    if K <= 0:
+        if not add:
+            for i in range(M):
+                for r in range(N):
+                    c[i * ldc + r] = 0
+        return 0
+    kc_max = min(kc_max, K)
+    if pack_b:
+        bbuf = <floating*> malloc(kc_max * npanel * NR * sizeof(floating))
+    elif n_tail < NR:
+        bbuf = <floating*> malloc(kc_max * NR * sizeof(floating))   # the ragged last panel
+    if (pack_b or n_tail < NR) and bbuf == NULL:
+        return -1
+    if pack_a:
+        # as many row blocks as threads (or a multiple), each about MC rows, MR-aligned
+        nb = _cdiv(_cdiv(M, MC), nt) * nt
+        mc = _cdiv(_cdiv(M, nb), MR) * MR
+        nb = _cdiv(M, mc)
+        abuf = <floating*> malloc(nt * mc * kc_max * sizeof(floating))
+        if abuf == NULL:
+            free(bbuf)
+            return -1
+    ntile_m = _cdiv(M, MR)
+
+    for ks in range(_cdiv(K, kc_max)):
+        pc = ks * kc_max
+        kc = min(kc_max, K - pc)
+        acc_on = add or pc > 0
+        if pack_b:
+            for jp in prange(npanel, schedule='static', use_threads_if=par and npanel > 1):
+                pack_b_panel(kc, min(<Py_ssize_t>NR, N - jp * NR), b + pc * sb0 + jp * NR * sb1,
+                             sb0, sb1, bbuf + jp * NR * kc)
+        elif n_tail < NR:
+            pack_b_panel(kc, n_tail, b + pc * sb0 + (npanel - 1) * NR * sb1, sb0, sb1, bbuf)
+
+        if pack_a:
+            with parallel(use_threads_if=par):
+                for blk in prange(nb, schedule='static'):
+                    ap = abuf + threadid() * mc * kc_max
+                    i0 = blk * mc
+                    mcb = min(mc, M - i0)
+                    pack_a_block(mcb, kc, a + i0 * sa0 + pc * sa1, sa0, sa1, ap)
+                    for jp in range(npanel):
+                        bpanel = bbuf + jp * NR * kc
+                        for t in range(_cdiv(mcb, MR)):
+                            ir = t * MR
+                            micro_tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
+                                       bpanel, NR,
+                                       c + (i0 + ir) * ldc + jp * NR, ldc,
+                                       min(<Py_ssize_t>NR, N - jp * NR), acc_on)
+        else:
+            # tiles ordered panel-major so each thread's run of tiles shares one B panel
+            for t in prange(npanel * ntile_m, schedule='static', use_threads_if=par):
+                jp = t // ntile_m
+                ir = (t - jp * ntile_m) * MR
+                if pack_b:
+                    bpanel = bbuf + jp * NR * kc
+                    ldb_p = NR
+                elif jp == npanel - 1 and n_tail < NR:
+                    bpanel = bbuf
+                    ldb_p = NR
+                else:
+                    bpanel = b + pc * sb0 + jp * NR
+                    ldb_p = sb0
+                micro_tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
+                           bpanel, ldb_p,
+                           c + ir * ldc + jp * NR, ldc, min(<Py_ssize_t>NR, N - jp * NR), acc_on)
+    free(abuf)
+    free(bbuf)
+    return 0
