@@ -1,0 +1,30 @@
+"""Shared test setup: hypothesis profiles and the MNIST data location.
+
+HYPOTHESIS_PROFILE picks the profile: "dev" (fast, the default) or "ci" (thorough, used
+by .ci/run). TINYGRAD_BN_DATA defaults to ../shared/mnist beside the repository.
+"""
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=15, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+_REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TINYGRAD_BN_DATA", str(_REPO.parent / "shared" / "mnist"))
+
+
+import pytest  # noqa: E402
+
+from tinygrad_bn import kernels  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["cython", "numpy"])
+def each_backend(request):
+    """Run a whole test module once per kernel backend; a missing build fails here."""
+    with kernels.backend(request.param):
+        yield request.param
