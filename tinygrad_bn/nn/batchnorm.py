@@ -1,0 +1,125 @@
+"""BatchNorm1d / BatchNorm2d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..tensor import Tensor
+from . import init
+from .layers import _dtype, _size
+from .module import Module, Parameter
+
+
+class _BatchNorm(Module):
+    """Batch Normalization (Ioffe & Szegedy 2015, arXiv 1502.03167).
+
+    Per channel C, statistics over the batch (and the length / spatial axes):
+    training normalizes with the batch mean and the *biased* batch variance
+    (Algorithm 1: divide by m) and then scales by ``weight`` (gamma) and shifts by ``bias``
+    (beta). With ``track_running_stats=True`` it also updates ``running_mean`` and
+    ``running_var`` in place, the latter with the *unbiased* batch variance m/(m-1) var_B
+    (Algorithm 2):  r <- (1 - momentum) r + momentum * stat. ``momentum=None`` makes this a
+    cumulative average (factor 1/num_batches_tracked), the paper's literal Algorithm 2.
+    In eval mode the running estimates normalize x and nothing changes; with
+    ``track_running_stats=False`` the running buffers are None and batch statistics are
+    used in eval mode too.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros) of shape (C,), or None when
+    ``affine=False``. Buffers ``running_mean`` (zeros), ``running_var`` (ones), and
+    ``num_batches_tracked``: a 0-d float64 Tensor holding an integer count (tinygrad_bn
+    tensors are float only; float64 is exact up to 2**53 batches).
+
+    Raises ValueError for the wrong number of dims or channels, and for one value per
+    channel in training; TypeError for a non-Tensor input.
+    """
+    _expected_dims = ()
+    _dims_text = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = _size(num_features, "num_features", name, 1)
+        if not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
+        if momentum is not None and (not isinstance(momentum, numbers.Real)
+                                     or not 0.0 <= momentum <= 1.0):
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dt = _dtype(dtype, name)
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(np.ones(c, dtype=dt))
+            self.bias = Parameter(np.zeros(c, dtype=dt))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(c, dtype=dt)))
+            self.register_buffer("running_var", Tensor(np.ones(c, dtype=dt)))
+            self.register_buffer("num_batches_tracked", Tensor(np.zeros((), dtype=np.float64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self):
+        """running_mean <- 0, running_var <- 1, num_batches_tracked <- 0 (in place)."""
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        """Reset the running statistics, and gamma <- 1, beta <- 0."""
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def _check_input(self, x):
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+        if x.ndim not in self._expected_dims:
+            raise ValueError(f"{name}: expected {self._dims_text} input (got {x.ndim}D input)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{name}: expected {self.num_features} channels (num_features) "
+                             f"at dim 1, got input of shape {x.shape}")
+
+    def forward(self, x):
+        self._check_input(x)
+        update = self.training and self.track_running_stats
+        factor = 0.0
+        if update:
+            # momentum=None: cumulative average, the new batch gets weight 1/count
+            factor = (self.momentum if self.momentum is not None
+                      else 1.0 / (float(self.num_batches_tracked.data) + 1.0))
+        batch_stats = self.training or not self.track_running_stats
+        # the running buffers are None exactly when track_running_stats=False
+        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           batch_stats, factor, self.eps)
+        if update:  # counted only once F.batch_norm has accepted the batch
+            self.num_batches_tracked.data += 1
+        return out
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    __doc__ = ("Batch normalization over (N, C) or (N, C, L); statistics per channel C.\n\n"
+               + _BatchNorm.__doc__)
+    _expected_dims = (2, 3)
+    _dims_text = "2D or 3D"
+
+
+class BatchNorm2d(_BatchNorm):
+    __doc__ = ("Batch normalization over (N, C, H, W); statistics per channel C, over N, H, W "
+               "(Section 3.2: one gamma/beta per feature map).\n\n" + _BatchNorm.__doc__)
+    _expected_dims = (4,)
+    _dims_text = "4D"

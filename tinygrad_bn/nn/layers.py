@@ -1,0 +1,249 @@
+"""Layers built on ``tinygrad_bn.functional``: each forward is one call into it.
+
+Constructors that draw random numbers take ``generator=`` (int seed or numpy Generator;
+default: tinygrad_bn's generator, see ``tinygrad_bn.manual_seed``) and ``dtype=``
+(float32 by default, or float64).
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..tensor import FLOAT_DTYPES, get_rng
+from . import init
+from .module import Module, Parameter
+
+
+def _dtype(dtype, layer):
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{layer}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _size(value, name, layer, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _pair(value, name, layer, minimum):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{layer}: {name} must be an int or a pair, got {value!r}")
+    return tuple(_size(v, name, layer, minimum) for v in pair)
+
+
+def _fan_in_bias_(bias, fan_in, rng):
+    """PyTorch's default bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    init.uniform_(bias, -bound, bound, rng)
+
+
+class Linear(Module):
+    """y = x W^T + b: (*, in_features) -> (*, out_features); W is (out_features, in_features).
+
+    Initialization as PyTorch: W ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)),
+    b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, *, generator=None,
+                 dtype=np.float32):
+        super().__init__()
+        self.in_features = _size(in_features, "in_features", "Linear")
+        self.out_features = _size(out_features, "out_features", "Linear")
+        dt = _dtype(dtype, "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        rng = get_rng(generator)
+        if self.weight.data.size:
+            init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=rng)
+        if self.bias is not None:
+            _fan_in_bias_(self.bias, self.in_features, rng)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Conv2d(Module):
+    """2-D convolution (N, C_in, H, W) -> (N, C_out, OH, OW) with OH = (H + 2p - k) // s + 1.
+
+    Weight (out_channels, in_channels, kh, kw); initialization as PyTorch (as Linear, with
+    fan_in = in_channels * kh * kw).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 *, generator=None, dtype=np.float32):
+        super().__init__()
+        self.in_channels = _size(in_channels, "in_channels", "Conv2d", 1)
+        self.out_channels = _size(out_channels, "out_channels", "Conv2d", 1)
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = _pair(stride, "stride", "Conv2d", 1)
+        self.padding = _pair(padding, "padding", "Conv2d", 0)
+        dt = _dtype(dtype, "Conv2d")
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        rng = get_rng(generator)
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=rng)
+        if self.bias is not None:
+            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            _fan_in_bias_(self.bias, fan_in, rng)
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool2d(Module):
+    """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        _pair(kernel_size, "kernel_size", "MaxPool2d", 1)
+        if stride is not None:
+            _pair(stride, "stride", "MaxPool2d", 1)
+        _pair(padding, "padding", "MaxPool2d", 0)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding = padding
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class Dropout(Module):
+    """Zero each element with probability p and scale the rest by 1/(1-p), in training only.
+
+    `generator` (int seed or numpy Generator) fixes the masks' stream; by default each call
+    draws from tinygrad_bn's default generator.
+    """
+
+    def __init__(self, p=0.5, *, generator=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: probability has to be between 0 and 1, got {p!r}")
+        self.p = float(p)
+        self.generator = None if generator is None else get_rng(generator)
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training, self.generator)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """Flatten dims start_dim..end_dim into one: (N, C, H, W) -> (N, C*H*W) by default."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Identity(Module):
+    """Returns its input; constructor arguments are accepted and ignored (as in PyTorch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Sequential(Module):
+    """Modules applied in order: ``Sequential(Linear(784, 100), Sigmoid(), ...)``.
+
+    Also accepts one dict (name -> module). Supports indexing (int or slice), len(),
+    iteration and append().
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], dict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(modules):
+                self.add_module(str(i), module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def _key(self, index):
+        n = len(self._modules)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Sequential indices must be integers or slices, got "
+                            f"{type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"Sequential index {index} is out of range for length {n}")
+        return list(self._modules)[index % n]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            items = list(self._modules.items())[index]
+            return Sequential(dict(items))
+        return self._modules[self._key(index)]
+
+    def __setitem__(self, index, module):
+        setattr(self, self._key(index), module)
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
