@@ -1,6 +1,5 @@
 """Tests for tinygrad_bn.checkpoint: round trips, atomic writes, and clear errors on bad files."""
 import json
-import math
 import os
 import zipfile
 from collections import OrderedDict
@@ -34,8 +33,8 @@ def assert_same(a, b):
         assert len(a) == len(b)
         for x, y in zip(a, b):
             assert_same(x, y)
-    elif isinstance(a, float) and math.isnan(a):
-        assert math.isnan(b)
+    elif isinstance(a, float):
+        assert repr(a) == repr(b)  # tells -0.0 from 0.0, and nan equals nan
     else:
         assert a == b
 
@@ -215,7 +214,7 @@ def test_load_rejects_wrong_or_damaged_files(tmp_path):
     cases = {
         "random.npz": (os.urandom(300), "not a valid npz/zip"),
         "truncated.npz": (data[: len(data) // 2], "not a valid npz/zip"),
-        "flipped.npz": (bytes(flipped), "arr_0.npy cannot be read"),
+        "flipped.npz": (bytes(flipped), "arr_0.npy cannot be read .*CRC"),
         "empty.npz": (b"", "not a valid npz/zip"),
     }
     for name, (content, message) in cases.items():
