@@ -1,0 +1,243 @@
+"""Compiled batch-norm kernels (ext/batchnorm.pyx) against the NumPy reference.
+
+Every test runs the kernels through tinygrad_bn.kernels with the "cython" backend and
+first asserts that the compiled batch-norm kernels are really loaded: without that check a
+missing build would silently fall back to the reference and compare it with itself.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings, strategies as st
+
+from tinygrad_bn import kernels as K
+from tinygrad_bn.kernels import reference as R
+
+BN_KERNELS = ("batch_norm_forward_train", "batch_norm_backward", "batch_norm_forward_eval")
+# compiled vs reference: both compute in double and round once, so they agree to ~1 ulp
+RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
+
+
+@pytest.fixture(autouse=True)
+def compiled_bn():
+    missing = [k for k in BN_KERNELS if k not in K.info()["compiled_kernels"]]
+    assert not missing, f"compiled batch-norm kernels missing: {missing}; {K.info()['import_errors']}"
+    threads = K.get_num_threads()
+    with K.backend("cython"):
+        yield
+    K.set_num_threads(threads)
+
+
+def close(got, want, dtype, scale=None):
+    """Elementwise |got - want| <= rtol * (|want| + scale), scale = the array's magnitude."""
+    rtol = RTOL[np.dtype(dtype)]
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
+    if scale is None:
+        scale = float(np.max(np.abs(want), initial=0.0)) + 1e-30
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+def reference(name, *args):
+    with K.backend("numpy"):
+        return getattr(K, name)(*args)
+
+
+def strided(a, how):
+    """The same values as `a` in a non-contiguous layout."""
+    if how == "contiguous":
+        return a
+    if how == "fortran":
+        return np.asfortranarray(a)
+    big = np.zeros((2 * a.shape[0],) + a.shape[1:], dtype=a.dtype)   # every other row
+    big[::2] = a
+    return big[::2]
+
+
+@st.composite
+def bn_case(draw, min_m=2):
+    """x (N, C) or (N, C, L) with size-1, odd and zero-size axes, plus per-channel params."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.integers(0, 9))
+    c = draw(st.integers(0, 6))
+    shape = (n, c) if draw(st.booleans()) else (n, c, draw(st.integers(0, 11)))
+    m = n * (shape[2] if len(shape) == 3 else 1)
+    assume(c == 0 or m >= min_m)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    loc = draw(st.sampled_from([0.0, 3.0, -50.0]))
+    scale = draw(st.sampled_from([1e-3, 1.0, 20.0]))
+    x = (loc + scale * rng.standard_normal(shape)).astype(dtype)
+    if draw(st.booleans()) and x.size:   # exact ties and a constant channel
+        x[:, 0] = x.flat[0]
+    w = rng.standard_normal(c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    layout = draw(st.sampled_from(["contiguous", "fortran", "rows"]))
+    threads = draw(st.sampled_from([1, 2]))
+    return x, w, b, dy, layout, threads
+
+
+@given(case=bn_case())
+@settings(deadline=None)
+def test_forward_train_matches_reference(case):
+    x, w, b, _, layout, threads = case
+    K.set_num_threads(threads)
+    got = K.batch_norm_forward_train(strided(x, layout), w, b, 1e-5)
+    want = reference("batch_norm_forward_train", x, w, b, 1e-5)
+    for g, r in zip(got, want):
+        close(g, r, x.dtype)
+
+
+@given(case=bn_case(min_m=0))
+@settings(deadline=None)
+def test_backward_matches_reference(case):
+    x, w, b, dy, layout, threads = case
+    K.set_num_threads(threads)
+    c = x.shape[1]
+    rng = np.random.default_rng(1)
+    mean = (x.mean(axis=(0,) + tuple(range(2, x.ndim))) if x.size else np.zeros(c)).astype(x.dtype)
+    invstd = rng.uniform(0.5, 2.0, c).astype(x.dtype)
+    got = K.batch_norm_backward(strided(dy, layout), strided(x, layout), mean, invstd, w)
+    want = reference("batch_norm_backward", dy, x, mean, invstd, w)
+    # dx is a difference of O(|dy|) terms: measure its error against |dy| * |w| * invstd
+    scale = float(np.max(np.abs(dy), initial=0) * np.max(np.abs(w * invstd), initial=0)) + 1e-30
+    close(got[0], want[0], x.dtype, scale=scale)
+    close(got[1], want[1], x.dtype, scale=float(np.sum(np.abs(dy))) + 1e-30)
+    close(got[2], want[2], x.dtype, scale=float(np.sum(np.abs(dy))) + 1e-30)
+
+
+@given(case=bn_case(min_m=0))
+@settings(deadline=None)
+def test_forward_eval_matches_reference(case):
+    x, w, b, _, layout, threads = case
+    K.set_num_threads(threads)
+    c = x.shape[1]
+    rng = np.random.default_rng(2)
+    rmean = rng.standard_normal(c).astype(x.dtype)
+    rvar = rng.uniform(0.1, 3.0, c).astype(x.dtype)
+    got = K.batch_norm_forward_eval(strided(x, layout), rmean, rvar, w, b, 1e-5)
+    want = reference("batch_norm_forward_eval", x, rmean, rvar, w, b, 1e-5)
+    scale = float(np.max(np.abs(want), initial=0) + np.max(np.abs(x), initial=0)) + 1e-30
+    close(got, want, x.dtype, scale=scale)
+
+
+# Shapes past the serial threshold (32768 elements) so the threaded paths run: (N, C) with
+# one block per thread, (N, C) with many narrow L2-capped blocks, (N, C, L) with L over a
+# strip (512) and not a multiple of it, L = 1 routed to the (N, C) walk, C = 1.
+BIG = [(257, 131), (2049, 33), (3, 7, 1601), (64, 5, 113), (40000, 1), (9, 2, 2000, )]
+
+
+@pytest.mark.parametrize("shape", BIG)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threaded_paths_match_reference(shape, dtype, threads):
+    K.set_num_threads(threads)
+    rng = np.random.default_rng(sum(shape))
+    c = shape[1]
+    x = (1.5 + 2 * rng.standard_normal(shape)).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    got = K.batch_norm_forward_train(x, w, b, 1e-5)
+    want = reference("batch_norm_forward_train", x, w, b, 1e-5)
+    for g, r in zip(got, want):
+        close(g, r, dtype)
+    _, mean, var, invstd = want
+    got = K.batch_norm_backward(dy, x, mean, invstd, w)
+    want = reference("batch_norm_backward", dy, x, mean, invstd, w)
+    close(got[0], want[0], dtype, scale=float(np.max(np.abs(dy)) * np.max(np.abs(w * invstd))))
+    for g, r in zip(got[1:], want[1:]):
+        close(g, r, dtype, scale=float(np.sum(np.abs(dy))))
+    got = K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5)
+    close(got, reference("batch_norm_forward_eval", x, mean, var, w, b, 1e-5), dtype,
+          scale=float(np.max(np.abs(x)) * np.max(np.abs(w * invstd))))
+
+
+@pytest.mark.parametrize("shape", [(500, 64), (64, 8, 300)])
+def test_large_mean_float32_is_accurate(shape):
+    """mean 1e4, std 1 in float32: naive float sum-of-squares would lose every digit of var."""
+    rng = np.random.default_rng(0)
+    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
+    c = shape[1]
+    w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    y, mean, var, invstd = K.batch_norm_forward_train(x, w, b, 1e-5)
+    axes = (0,) + tuple(range(2, x.ndim))
+    x64 = x.astype(np.float64)
+    true_mean = x64.mean(axis=axes)
+    true_var = x64.var(axis=axes)
+    np.testing.assert_allclose(mean, true_mean, rtol=1e-7)
+    np.testing.assert_allclose(var, true_var, rtol=1e-6)
+    cshape = (1, c) + (1,) * (x.ndim - 2)
+    true_y = (x64 - true_mean.reshape(cshape)) / np.sqrt(true_var.reshape(cshape) + 1e-5)
+    # float32 output: within a few ulp of the exact result (|y| ~ 1)
+    assert np.max(np.abs(y - true_y)) < 1e-5
+    assert abs(float(y.astype(np.float64).mean())) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3), (2, 1, 1)])
+def test_backward_matches_central_differences_float64(shape):
+    """dx, dweight, dbias are the gradient of sum(y * g) for the compiled forward."""
+    rng = np.random.default_rng(3)
+    c = shape[1]
+    x, g = rng.standard_normal(shape), rng.standard_normal(shape)
+    w, b = rng.standard_normal(c), rng.standard_normal(c)
+
+    def loss(x, w, b):
+        return float(np.sum(K.batch_norm_forward_train(x, w, b, 1e-3)[0] * g))
+
+    _, mean, _, invstd = K.batch_norm_forward_train(x, w, b, 1e-3)
+    dx, dw, db = K.batch_norm_backward(g, x, mean, invstd, w)
+    h = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            up = loss(x, w, b)
+            arr[i] = old - h
+            down = loss(x, w, b)
+            arr[i] = old
+            num[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eval_with_batch_statistics_equals_training_output(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((33, 6, 17)).astype(dtype)
+    w, b = rng.standard_normal(6).astype(dtype), rng.standard_normal(6).astype(dtype)
+    y, mean, var, _ = K.batch_norm_forward_train(x, w, b, 1e-5)
+    np.testing.assert_allclose(K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5), y,
+                               rtol=RTOL[np.dtype(dtype)] * 10, atol=RTOL[np.dtype(dtype)] * 10)
+
+
+def test_inputs_are_not_mutated_and_outputs_are_fresh():
+    rng = np.random.default_rng(5)
+    x, dy = rng.standard_normal((7, 3, 5)), rng.standard_normal((7, 3, 5))
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    saved = [a.copy() for a in (x, dy, w, b)]
+    y, mean, var, invstd = K.batch_norm_forward_train(x, w, b, 1e-5)
+    dx, dw, db = K.batch_norm_backward(dy, x, mean, invstd, w)
+    ye = K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5)
+    for a, s in zip((x, dy, w, b), saved):
+        np.testing.assert_array_equal(a, s)
+    for out in (y, dx, ye):
+        assert out.flags.c_contiguous and not np.shares_memory(out, x)
+
+
+def test_zero_size_axes():
+    w, b = np.ones(3), np.zeros(3)
+    x = np.zeros((0, 3, 4))
+    dx, dw, db = K.batch_norm_backward(x, x, np.zeros(3), np.ones(3), w)
+    assert dx.shape == (0, 3, 4) and np.array_equal(dw, np.zeros(3)) and np.array_equal(db, np.zeros(3))
+    assert K.batch_norm_forward_eval(np.zeros((0, 3)), w, w, w, b, 1e-5).shape == (0, 3)
+    y, mean, var, invstd = K.batch_norm_forward_train(np.zeros((4, 0, 2), np.float32),
+                                                      np.zeros(0, np.float32),
+                                                      np.zeros(0, np.float32), 1e-5)
+    assert y.shape == (4, 0, 2) and mean.shape == var.shape == invstd.shape == (0,)
+    assert y.dtype == mean.dtype == np.float32
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        K.batch_norm_forward_train(np.zeros((0, 3)), w, b, 1e-5)
+
+
+def test_compiled_wrapper_rejects_empty_channels_itself():
+    """The dispatcher checks this first; the compiled kernel still never divides by m = 0."""
+    from tinygrad_bn._ext import batchnorm
+    with pytest.raises(ValueError, match="at least 1 value per channel"):
+        batchnorm.batch_norm_forward_train(np.zeros((0, 3)), np.ones(3), np.zeros(3), 1e-5)
