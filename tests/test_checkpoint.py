@@ -1,4 +1,5 @@
 """Tests for tinygrad_bn.checkpoint: round trips, atomic writes, and clear errors on bad files."""
+
 import json
 import os
 import zipfile
@@ -52,7 +53,13 @@ def test_nested_state_round_trip(tmp_path):
             "bn.running_var": np.ones(3, np.float32),
             "bn.num_batches_tracked": np.int64(12),
         },
-        "optim": {"lr": 0.1, "momentum_buffers": [np.zeros((2, 3)), None], 0: "int key", 2.5: None, None: True},
+        "optim": {
+            "lr": 0.1,
+            "momentum_buffers": [np.zeros((2, 3)), None],
+            0: "int key",
+            2.5: None,
+            None: True,
+        },
         "step": 50000,
         "history": [(1, 0.5), (2, float("nan")), (3, float("-inf")), (4, -0.0)],
         "name": "bn-sigmoid ünïcode",
@@ -61,7 +68,9 @@ def test_nested_state_round_trip(tmp_path):
     assert_same(round_trip(obj, tmp_path), obj)
 
 
-@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64])
+@pytest.mark.parametrize(
+    "bit_generator", [np.random.PCG64, np.random.MT19937, np.random.Philox, np.random.SFC64]
+)
 def test_rng_state_round_trip(tmp_path, bit_generator):
     rng = np.random.Generator(bit_generator(2015))
     rng.normal(size=7)  # move off the seed state
@@ -77,7 +86,10 @@ def test_big_ints_and_float_edge_values(tmp_path):
 
 
 def test_tensor_round_trip(tmp_path):
-    obj = [Tensor(np.float32([1.5, -2]), requires_grad=False), Tensor(np.float64([[3.0]]), requires_grad=True)]
+    obj = [
+        Tensor(np.float32([1.5, -2]), requires_grad=False),
+        Tensor(np.float64([[3.0]]), requires_grad=True),
+    ]
     out = round_trip(obj, tmp_path)
     assert_same(out, obj)
     assert out[1].grad is None
@@ -89,7 +101,17 @@ def test_dict_subclass_and_namedtuple_come_back_plain(tmp_path):
     assert out["shape"] == (2, 3)
 
 
-ARRAY_DTYPES = [np.bool_, np.int8, np.uint16, np.int32, np.int64, np.float16, np.float32, np.float64, np.complex128]
+ARRAY_DTYPES = [
+    np.bool_,
+    np.int8,
+    np.uint16,
+    np.int32,
+    np.int64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex128,
+]
 
 
 @settings(max_examples=30, deadline=None)
@@ -172,7 +194,11 @@ class Unsupported:
     [
         ({"a": [1, {2}]}, TypeError, r"cannot store set at obj\['a'\]\[1\]"),
         ({"a": Unsupported()}, TypeError, "cannot store Unsupported"),
-        ({"a": np.array([1, "x"], dtype=object)}, TypeError, r"obj\['a'\] is an array of dtype object"),
+        (
+            {"a": np.array([1, "x"], dtype=object)},
+            TypeError,
+            r"obj\['a'\] is an array of dtype object",
+        ),
         ({(1, 2): 3}, TypeError, "dict key of type tuple"),
         ({"f": len}, TypeError, "cannot store builtin_function_or_method"),
     ],
@@ -189,7 +215,9 @@ def test_save_rejects_cycles(tmp_path):
     with pytest.raises(ValueError, match=r"reference cycle at obj\['a'\]\[0\]"):
         save(loop, tmp_path / "ckpt.npz")
     shared = np.zeros(2)
-    assert_same(round_trip([shared, shared], tmp_path), [shared, shared])  # shared, not cyclic: fine
+    assert_same(
+        round_trip([shared, shared], tmp_path), [shared, shared]
+    )  # shared, not cyclic: fine
 
 
 def test_save_into_missing_directory(tmp_path):
@@ -199,7 +227,10 @@ def test_save_into_missing_directory(tmp_path):
 
 def write_manifest(path, manifest, members=()):
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("manifest.json", manifest if isinstance(manifest, (str, bytes)) else json.dumps(manifest))
+        zf.writestr(
+            "manifest.json",
+            manifest if isinstance(manifest, (str, bytes)) else json.dumps(manifest),
+        )
         for name, data in members:
             zf.writestr(name, data)
 
@@ -236,15 +267,65 @@ def test_load_rejects_wrong_or_damaged_files(tmp_path):
         ("{not json", "cannot read manifest.json"),
         (b"\xff\xfe", "cannot read manifest.json"),
         ({"format": "other", "version": 1, "root": {"type": "none"}}, "no format"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 99, "root": {"type": "none"}}, "version 99"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "set"}}, "unknown type 'set'"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": [1]}, "not an object with a type"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "int", "value": "7"}}, "int node"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "float", "value": "x"}}, "float node"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "ndarray", "member": "arr_9"}}, "arr_9.npy is missing"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "dict", "items": [[{"type": "none"}]]}}, "not a \\[key, value\\] pair"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "dict", "items": [[{"type": "list", "items": []}, {"type": "none"}]]}}, "dict key"),
-        ({"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "list"}}, "unknown type 'list'"),
+        (
+            {"format": "tinygrad_bn.checkpoint", "version": 99, "root": {"type": "none"}},
+            "version 99",
+        ),
+        (
+            {"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "set"}},
+            "unknown type 'set'",
+        ),
+        (
+            {"format": "tinygrad_bn.checkpoint", "version": 1, "root": [1]},
+            "not an object with a type",
+        ),
+        (
+            {
+                "format": "tinygrad_bn.checkpoint",
+                "version": 1,
+                "root": {"type": "int", "value": "7"},
+            },
+            "int node",
+        ),
+        (
+            {
+                "format": "tinygrad_bn.checkpoint",
+                "version": 1,
+                "root": {"type": "float", "value": "x"},
+            },
+            "float node",
+        ),
+        (
+            {
+                "format": "tinygrad_bn.checkpoint",
+                "version": 1,
+                "root": {"type": "ndarray", "member": "arr_9"},
+            },
+            "arr_9.npy is missing",
+        ),
+        (
+            {
+                "format": "tinygrad_bn.checkpoint",
+                "version": 1,
+                "root": {"type": "dict", "items": [[{"type": "none"}]]},
+            },
+            "not a \\[key, value\\] pair",
+        ),
+        (
+            {
+                "format": "tinygrad_bn.checkpoint",
+                "version": 1,
+                "root": {
+                    "type": "dict",
+                    "items": [[{"type": "list", "items": []}, {"type": "none"}]],
+                },
+            },
+            "dict key",
+        ),
+        (
+            {"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "list"}},
+            "unknown type 'list'",
+        ),
     ],
 )
 def test_load_rejects_bad_manifest(tmp_path, manifest, message):
@@ -263,7 +344,11 @@ def test_load_never_unpickles(tmp_path):
     path = tmp_path / "pickled.npz"
     write_manifest(
         path,
-        {"format": "tinygrad_bn.checkpoint", "version": 1, "root": {"type": "ndarray", "member": "arr_0"}},
+        {
+            "format": "tinygrad_bn.checkpoint",
+            "version": 1,
+            "root": {"type": "ndarray", "member": "arr_0"},
+        },
         [("arr_0.npy", buffer.getvalue())],
     )
     with pytest.raises(CheckpointError, match="arr_0.npy cannot be read"):

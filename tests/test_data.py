@@ -1,4 +1,5 @@
 """Tests for tinygrad_bn.data: the IDX reader/writer, load_mnist, batches and preprocessing."""
+
 import gzip
 import os
 import shutil
@@ -37,8 +38,14 @@ def mnist_dir():
     """The real MNIST directory from $TINYGRAD_BN_DATA; a missing one is a failure, not a skip."""
     root = os.environ.get("TINYGRAD_BN_DATA")
     if not root:
-        pytest.fail("TINYGRAD_BN_DATA is unset: point it at the directory holding the four MNIST .gz files")
-    missing = [n for n in FILES if not (Path(root) / f"{n}.gz").is_file() and not (Path(root) / n).is_file()]
+        pytest.fail(
+            "TINYGRAD_BN_DATA is unset: point it at the directory holding the four MNIST .gz files"
+        )
+    missing = [
+        n
+        for n in FILES
+        if not (Path(root) / f"{n}.gz").is_file() and not (Path(root) / n).is_file()
+    ]
     if missing:
         pytest.fail(f"TINYGRAD_BN_DATA={root} lacks MNIST files {missing}")
     return Path(root)
@@ -87,7 +94,12 @@ def test_read_idx_hand_built_files(tmp_path):
         (0x09, (3,), b"\x7f\x80\xff", np.array([127, -128, -1], np.int8)),
         (0x0B, (1, 2), b"\x00\x01\xff\xfe", np.array([[1, -2]], np.int16)),
         (0x0C, (2,), b"\x00\x00\x01\x00\x80\x00\x00\x00", np.array([256, -(2**31)], np.int32)),
-        (0x0D, (1, 1, 2), b"\x3f\x80\x00\x00\xc0\x00\x00\x00", np.array([[[1.0, -2.0]]], np.float32)),
+        (
+            0x0D,
+            (1, 1, 2),
+            b"\x3f\x80\x00\x00\xc0\x00\x00\x00",
+            np.array([[[1.0, -2.0]]], np.float32),
+        ),
         (0x0E, (1,), b"\x3f\xd0\x00\x00\x00\x00\x00\x00", np.array([0.25], np.float64)),
     ]
     for code, shape, payload, expected in cases:
@@ -144,7 +156,10 @@ def test_idx_round_trip(tmp_path_factory, array, gz):
     ],
 )
 def test_bad_idx_raises_naming_file(tmp_path, content, message):
-    for path, data in ((tmp_path / "bad.idx", content), (tmp_path / "bad.idx.gz", gzip.compress(content))):
+    for path, data in (
+        (tmp_path / "bad.idx", content),
+        (tmp_path / "bad.idx.gz", gzip.compress(content)),
+    ):
         path.write_bytes(data)
         with pytest.raises(IDXError, match=message) as info:
             read_idx(path)
@@ -235,13 +250,21 @@ def test_other_mnist_format_dataset_loads_with_notice(tmp_path):
 
 def test_inconsistent_dataset_is_rejected(tmp_path):
     write_small_dataset(tmp_path / "n")
-    write_idx(tmp_path / "n" / "t10k-labels-idx1-ubyte", np.zeros(6, np.uint8))  # 7 images, 6 labels
-    with pytest.warns(DatasetNotVerifiedWarning), pytest.raises(DatasetError, match="7 images .* 6 labels"):
+    write_idx(
+        tmp_path / "n" / "t10k-labels-idx1-ubyte", np.zeros(6, np.uint8)
+    )  # 7 images, 6 labels
+    with (
+        pytest.warns(DatasetNotVerifiedWarning),
+        pytest.raises(DatasetError, match="7 images .* 6 labels"),
+    ):
         load_mnist(tmp_path / "n", download=False)
 
     write_small_dataset(tmp_path / "f")
     write_idx(tmp_path / "f" / "t10k-images-idx3-ubyte.gz", np.zeros((7, 8, 6), np.float32))
-    with pytest.warns(DatasetNotVerifiedWarning), pytest.raises(DatasetError, match="expected uint8 images"):
+    with (
+        pytest.warns(DatasetNotVerifiedWarning),
+        pytest.raises(DatasetError, match="expected uint8 images"),
+    ):
         load_mnist(tmp_path / "f", download=False)
 
     write_small_dataset(tmp_path / "hw")
@@ -255,7 +278,10 @@ def test_malformed_file_in_dataset_is_named(tmp_path):
     path = tmp_path / "d" / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-1])
     # Verification (here: not MNIST, so a notice) comes before parsing.
-    with pytest.warns(DatasetNotVerifiedWarning), pytest.raises(IDXError, match="truncated") as info:
+    with (
+        pytest.warns(DatasetNotVerifiedWarning),
+        pytest.raises(IDXError, match="truncated") as info,
+    ):
         load_mnist(tmp_path / "d", download=False)
     assert str(path) in str(info.value)
 
@@ -267,7 +293,9 @@ def test_download_from_file_mirror(mnist_dir, tmp_path, monkeypatch, capsys):
     for name in FILES:
         (bad_mirror / f"{name}.gz").write_bytes(gzip.compress((bad_mirror / name).read_bytes()))
     monkeypatch.setattr(
-        mnist_module, "MIRRORS", ("file:///nonexistent-dir/", bad_mirror.as_uri() + "/", mnist_dir.as_uri())
+        mnist_module,
+        "MIRRORS",
+        ("file:///nonexistent-dir/", bad_mirror.as_uri() + "/", mnist_dir.as_uri()),
     )
     root = tmp_path / "cache" / "mnist"  # does not exist yet
     with warnings.catch_warnings():
@@ -287,12 +315,16 @@ def test_download_only_missing_file(mnist_dir, tmp_path, monkeypatch):
     root = link_mnist(mnist_dir, tmp_path / "partial", skip=["train-labels-idx1-ubyte"])
     monkeypatch.setattr(mnist_module, "MIRRORS", (mnist_dir.as_uri() + "/",))
     assert load_mnist(root).train.labels.shape == (60000,)
-    assert (root / "train-labels-idx1-ubyte.gz").is_file() and not (root / "train-labels-idx1-ubyte.gz").is_symlink()
+    assert (root / "train-labels-idx1-ubyte.gz").is_file() and not (
+        root / "train-labels-idx1-ubyte.gz"
+    ).is_symlink()
     assert no_temp_files(root)
 
 
 def test_no_network_error_says_where_to_put_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(mnist_module, "MIRRORS", ("file:///nonexistent-dir/", "http://127.0.0.1:9/"))
+    monkeypatch.setattr(
+        mnist_module, "MIRRORS", ("file:///nonexistent-dir/", "http://127.0.0.1:9/")
+    )
     root = tmp_path / "empty"
     for download in (True, False):
         with pytest.raises(FileNotFoundError) as info:
@@ -368,7 +400,11 @@ def test_batches_cover_the_data(n, batch_size, shuffle, drop_last, seed):
     if drop_last:
         assert sizes == [batch_size] * (n // batch_size)
     else:
-        assert sum(sizes) == n and all(s == batch_size for s in sizes[:-1]) and all(s >= 1 for s in sizes)
+        assert (
+            sum(sizes) == n
+            and all(s == batch_size for s in sizes[:-1])
+            and all(s >= 1 for s in sizes)
+        )
     for xb, yb in out:
         np.testing.assert_array_equal(xb[:, 0] * 5, yb)  # pairs stay together
     seen = np.concatenate([yb for _, yb in out]) // 10 if out else np.array([], int)
@@ -429,7 +465,9 @@ def test_to_float(images):
     for dtype in (np.float32, np.float64):
         out = to_float(images, dtype)
         assert out.dtype == dtype and out.shape == images.shape
-        np.testing.assert_allclose(out, images.astype(np.float64) / 255.0, rtol=1e-6 if dtype == np.float32 else 1e-15)
+        np.testing.assert_allclose(
+            out, images.astype(np.float64) / 255.0, rtol=1e-6 if dtype == np.float32 else 1e-15
+        )
         assert ((out >= 0) & (out <= 1)).all()
     assert (to_float(np.array([0, 255], np.uint8)) == [0.0, 1.0]).all()
 

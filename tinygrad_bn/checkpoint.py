@@ -3,6 +3,7 @@
 The file is a standard npz (``numpy.load`` opens it): every array is an ``arr_<i>.npy`` member,
 and the nesting, with the Python scalars, is a JSON ``manifest.json`` member. Nothing is pickled.
 """
+
 import io
 import json
 import math
@@ -61,7 +62,9 @@ def _tensor_type():
 
 def _add_array(arrays, array, where):
     if array.dtype.hasobject:
-        raise TypeError(f"save: {where} is an array of dtype {array.dtype}; object arrays would need pickle")
+        raise TypeError(
+            f"save: {where} is an array of dtype {array.dtype}; object arrays would need pickle"
+        )
     arrays.append(array)
     return f"arr_{len(arrays) - 1}"
 
@@ -88,7 +91,9 @@ def _encode(v, arrays, where, active):
         member = _add_array(arrays, np.asarray(v.numpy()), where)
         return {"type": "tensor", "member": member, "requires_grad": bool(v.requires_grad)}
     if not isinstance(v, (dict, list, tuple)):
-        raise TypeError(f"save: cannot store {type(v).__name__} at {where} (supported: {_SUPPORTED})")
+        raise TypeError(
+            f"save: cannot store {type(v).__name__} at {where} (supported: {_SUPPORTED})"
+        )
     if id(v) in active:
         raise ValueError(f"save: reference cycle at {where}: it contains itself")
     active.add(id(v))
@@ -122,18 +127,29 @@ def load(path):
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
-        raise CheckpointError(f"{name}: not a tinygrad_bn checkpoint: not a valid npz/zip file ({e})") from None
+        raise CheckpointError(
+            f"{name}: not a tinygrad_bn checkpoint: not a valid npz/zip file ({e})"
+        ) from None
     with zf:
         try:
             manifest = json.loads(zf.read(MANIFEST))
         except KeyError:
             raise CheckpointError(
-                f"{name}: not a tinygrad_bn checkpoint: no {MANIFEST} member (a plain np.savez file?)"
+                f"{name}: not a tinygrad_bn checkpoint: no {MANIFEST} member "
+                "(a plain np.savez file?)"
             ) from None
-        except (zipfile.BadZipFile, ValueError, EOFError) as e:  # bad CRC, bad JSON/UTF-8, truncated
-            raise CheckpointError(f"{name}: damaged checkpoint: cannot read {MANIFEST} ({e})") from None
+        except (
+            zipfile.BadZipFile,
+            ValueError,
+            EOFError,
+        ) as e:  # bad CRC, bad JSON/UTF-8, truncated
+            raise CheckpointError(
+                f"{name}: damaged checkpoint: cannot read {MANIFEST} ({e})"
+            ) from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CheckpointError(f"{name}: not a tinygrad_bn checkpoint: {MANIFEST} has no format {FORMAT!r}")
+            raise CheckpointError(
+                f"{name}: not a tinygrad_bn checkpoint: {MANIFEST} has no format {FORMAT!r}"
+            )
         if manifest.get("version") != VERSION:
             raise CheckpointError(
                 f"{name}: checkpoint format version {manifest.get('version')!r} is not supported "

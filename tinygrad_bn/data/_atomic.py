@@ -1,4 +1,5 @@
 """Atomic file writing: a reader sees the old file or the complete new one, never half of one."""
+
 import contextlib
 import os
 import secrets
@@ -6,7 +7,7 @@ import secrets
 
 @contextlib.contextmanager
 def atomic_write(path):
-    """Yield a binary file open on a temp file beside ``path``; on success fsync it and rename it over ``path``.
+    """Yield a binary file on a temp file beside ``path``; on success fsync it and rename it over.
 
     The temp file lives in the same directory because ``os.replace`` is only atomic within one
     filesystem. If the body raises (or the process dies), ``path`` is untouched and the temp file

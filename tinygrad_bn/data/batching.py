@@ -1,11 +1,12 @@
 """Mini-batches and preprocessing for in-memory NumPy datasets."""
+
 import operator
 
 import numpy as np
 
 
 def batches(x, y, batch_size, shuffle=True, seed=None, drop_last=False):
-    """Iterate over ``(xb, yb)`` mini-batches of ``x`` (N, ...) and ``y`` (N, ...), one pass (epoch).
+    """Iterate once (one epoch) over ``(xb, yb)`` mini-batches of ``x`` (N, ...) and ``y`` (N, ...).
 
     ``shuffle`` draws one permutation per call from ``numpy.random.default_rng(seed)``: an int
     seed gives the same order every call; a ``numpy.random.Generator`` is used (and advanced)
@@ -21,19 +22,26 @@ def batches(x, y, batch_size, shuffle=True, seed=None, drop_last=False):
     try:
         batch_size = operator.index(batch_size)
     except TypeError:
-        raise TypeError(f"batches: batch_size must be an int (got {type(batch_size).__name__})") from None
+        raise TypeError(
+            f"batches: batch_size must be an int (got {type(batch_size).__name__})"
+        ) from None
     if batch_size < 1:
         raise ValueError(f"batches: batch_size must be >= 1 (got {batch_size})")
     if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"batches: x and y must have a leading batch axis (got shapes {x.shape} and {y.shape})")
+        raise ValueError(
+            f"batches: x and y must have a leading batch axis (got shapes {x.shape} and {y.shape})"
+        )
     if len(x) != len(y):
         raise ValueError(f"batches: x and y must have the same length (got {len(x)} and {len(y)})")
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, (int, np.integer, np.random.Generator))
     ):
-        raise TypeError(f"batches: seed must be None, an int or a numpy.random.Generator (got {type(seed).__name__})")
+        raise TypeError(
+            "batches: seed must be None, an int or a numpy.random.Generator "
+            f"(got {type(seed).__name__})"
+        )
     n = len(x)
-    # The order is drawn now, not at the first next(): the RNG's state after the call is well defined.
+    # The order is drawn now, not at the first next(): the RNG state after the call is defined.
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
     return _iterate(x, y, order, batch_size, stop)
@@ -62,12 +70,14 @@ def to_float(images, dtype=np.float32):
 
 
 def flatten(images):
-    """Reshape (N, H, W) (or any (N, ...)) to (N, H*W); a view when the layout allows, like torch.flatten.
+    """Reshape (N, H, W) (or any (N, ...)) to (N, H*W); a view when possible, like torch.flatten.
 
     Raises ValueError for fewer than 2 dimensions.
     """
     images = np.asarray(images)
     if images.ndim < 2:
-        raise ValueError(f"flatten: expected images of shape (N, H, W) or (N, ...) (got shape {images.shape})")
+        raise ValueError(
+            f"flatten: expected images of shape (N, H, W) or (N, ...) (got shape {images.shape})"
+        )
     # Explicit size, not -1: reshape(0, -1) is ambiguous and fails on an empty batch.
     return images.reshape(len(images), int(np.prod(images.shape[1:])))

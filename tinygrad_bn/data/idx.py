@@ -3,6 +3,7 @@
 An IDX file is a 4-byte magic number ``00 00 <type code> <ndim>``, then ``ndim`` big-endian
 uint32 dimensions, then the data in big-endian C order. Files may be gzipped.
 """
+
 import gzip
 import math
 import os
@@ -23,7 +24,14 @@ IDX_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_TYPE_NAMES = {0x08: "ubyte", 0x09: "byte", 0x0B: "short", 0x0C: "int", 0x0D: "float", 0x0E: "double"}
+_TYPE_NAMES = {
+    0x08: "ubyte",
+    0x09: "byte",
+    0x0B: "short",
+    0x0C: "int",
+    0x0D: "float",
+    0x0E: "double",
+}
 _EXPECTED_CODES = ", ".join(f"0x{c:02X} {n}" for c, n in _TYPE_NAMES.items())
 
 
@@ -32,7 +40,7 @@ class IDXError(ValueError):
 
 
 def read_idx(path):
-    """Read an IDX file (gzipped or raw, detected by content) into a native-endian, writable ndarray.
+    """Read an IDX file (gzipped or raw, judged by content) into a native-endian, writable array.
 
     Returns an array of shape given by the header and dtype uint8, int8, int16, int32, float32
     or float64 (type codes 0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E).
@@ -66,9 +74,11 @@ def decompress(data, name="<bytes>"):
 
 
 def parse_idx(data, name="<bytes>"):
-    """Parse the bytes of an (uncompressed) IDX file; see read_idx for what is returned and raised."""
+    """Parse the bytes of an uncompressed IDX file; read_idx says what is returned and raised."""
     if len(data) < 4:
-        raise IDXError(f"{name}: not an IDX file: {len(data)} bytes, expected at least a 4-byte header")
+        raise IDXError(
+            f"{name}: not an IDX file: {len(data)} bytes, expected at least a 4-byte header"
+        )
     zero, code, ndim = data[:2], data[2], data[3]
     if zero != b"\x00\x00":
         raise IDXError(
@@ -76,13 +86,16 @@ def parse_idx(data, name="<bytes>"):
             "does not start with two zero bytes"
         )
     if code not in IDX_TYPES:
-        raise IDXError(f"{name}: unknown IDX type code 0x{code:02X} (expected one of {_EXPECTED_CODES})")
+        raise IDXError(
+            f"{name}: unknown IDX type code 0x{code:02X} (expected one of {_EXPECTED_CODES})"
+        )
     if ndim == 0:
         raise IDXError(f"{name}: IDX header declares 0 dimensions (expected at least 1)")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise IDXError(
-            f"{name}: truncated IDX header: {ndim} dimensions need {header} bytes, file has {len(data)}"
+            f"{name}: truncated IDX header: {ndim} dimensions need {header} bytes, "
+            f"file has {len(data)}"
         )
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_TYPES[code]
@@ -114,14 +127,16 @@ def write_idx(path, array):
             "(expected uint8, int8, int16, int32, float32 or float64)"
         )
     if not 1 <= array.ndim <= 255 or any(d >= 2**32 for d in array.shape):
-        raise ValueError(f"write_idx: expected 1 to 255 dimensions each < 2**32 (got shape {array.shape})")
+        raise ValueError(
+            f"write_idx: expected 1 to 255 dimensions each < 2**32 (got shape {array.shape})"
+        )
     payload = (
         bytes([0, 0, code, array.ndim])
         + np.asarray(array.shape, dtype=">u4").tobytes()
         + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
     )
     if os.fspath(path).endswith(".gz"):
-        # mtime=0 makes the same array give the same bytes, so checksums of written files are stable.
+        # mtime=0: the same array always gives the same bytes, so file checksums are stable.
         payload = gzip.compress(payload, mtime=0)
     with atomic_write(path) as f:
         f.write(payload)

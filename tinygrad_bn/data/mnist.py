@@ -4,6 +4,7 @@ Any directory holding the four standard file names loads the same way, so Fashio
 KMNIST and other MNIST-format datasets work too; only files that claim to be MNIST (one of
 them matches a known checksum) must all be MNIST.
 """
+
 import hashlib
 import http.client
 import os
@@ -43,11 +44,11 @@ _KNOWN = {digest: name for name, digest in SHA256.items()}
 
 
 class DatasetError(ValueError):
-    """A dataset directory holds a damaged or altered MNIST file, or files that do not fit together."""
+    """A dataset directory holds a damaged or altered MNIST file, or files that do not fit."""
 
 
 class DatasetNotVerifiedWarning(UserWarning):
-    """The loaded files match no known MNIST checksum: another MNIST-format dataset, not verified."""
+    """The files match no known MNIST checksum: another MNIST-format dataset, not verified."""
 
 
 class Split(NamedTuple):
@@ -206,7 +207,8 @@ def _verify(root, paths, digests):
     if bad:
         raise DatasetError(
             f"{root} holds MNIST files, but {len(bad)} of them is damaged or altered "
-            "(SHA-256 of the decompressed content differs); delete and re-download:\n" + "\n".join(bad)
+            "(SHA-256 of the decompressed content differs); delete and re-download:\n"
+            + "\n".join(bad)
         )
 
 
@@ -231,7 +233,7 @@ def _split(paths, arrays, images_name, labels_name):
 
 
 def _download(root, name, missing):
-    """Fetch ``<name>.gz`` from the first mirror serving the right content; return (path, (data, digest))."""
+    """Fetch ``<name>.gz`` from the first mirror with the right content: (path, (data, digest))."""
     errors = []
     for mirror in MIRRORS:
         url = mirror.rstrip("/") + "/" + name + ".gz"
@@ -262,6 +264,7 @@ def _missing_message(root, missing):
     names = "\n".join(f"  {name}.gz" for name in FILES)
     return (
         f"MNIST files missing from {root}: {', '.join(missing)}.\n"
-        f"Put these four files (gzipped as listed, or decompressed without .gz) in {root}:\n{names}\n"
+        f"Put these four files (gzipped as listed, or decompressed without .gz) in {root}:\n"
+        f"{names}\n"
         "or pass load_mnist(root=...) or set TINYGRAD_BN_DATA to the directory that holds them."
     )
