@@ -342,7 +342,7 @@ def test_no_mnist_download_into_other_dataset(mnist_dir, tmp_path, monkeypatch):
     write_small_dataset(tmp_path / "other")
     os.remove(tmp_path / "other" / "t10k-labels-idx1-ubyte")
     monkeypatch.setattr(mnist_module, "MIRRORS", (mnist_dir.as_uri() + "/",))
-    with pytest.raises(FileNotFoundError, match="not an MNIST file"):
+    with pytest.raises(FileNotFoundError, match="matches no MNIST checksum"):
         load_mnist(tmp_path / "other")
     assert not (tmp_path / "other" / "t10k-labels-idx1-ubyte.gz").exists()
 
