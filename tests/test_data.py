@@ -325,6 +325,7 @@ def test_no_network_error_says_where_to_put_files(tmp_path, monkeypatch):
     monkeypatch.setattr(
         mnist_module, "MIRRORS", ("file:///nonexistent-dir/", "http://127.0.0.1:9/")
     )
+    monkeypatch.setattr(mnist_module, "DOWNLOAD_TIMEOUT", 3)  # bounded even behind an HTTP proxy
     root = tmp_path / "empty"
     for download in (True, False):
         with pytest.raises(FileNotFoundError) as info:
