@@ -138,7 +138,6 @@ def load_mnist(root=None, download=True):
                 + f"\nNot downloading MNIST there: {', '.join(foreign)} matches no MNIST "
                 "checksum (another dataset, or a damaged file)."
             )
-        os.makedirs(root, exist_ok=True)
         for name in missing:
             paths[name], contents[name] = _download(root, name, missing)
     _verify(root, paths, {name: digest for name, (_, digest) in contents.items()})
@@ -251,6 +250,7 @@ def _download(root, name, missing):
         if digest != SHA256[name]:
             errors.append(f"  {url}: SHA-256 {digest}, expected {SHA256[name]}")
             continue
+        os.makedirs(root, exist_ok=True)  # only now: a failed download leaves no empty directory
         path = os.path.join(root, name + (".gz" if raw[:2] == GZIP_MAGIC else ""))
         with atomic_write(path) as f:
             f.write(raw)
