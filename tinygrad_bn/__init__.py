@@ -2,12 +2,14 @@
 
     import tinygrad_bn as tg
     import tinygrad_bn.functional as F
+    from tinygrad_bn import nn, optim
 """
 from . import kernels
 from .tensor import Tensor, enable_grad, is_grad_enabled, manual_seed, no_grad
 from .ops import cat
 from .gradcheck import GradcheckError, gradcheck
-from . import functional
+from . import functional, nn, optim, data
+from .checkpoint import CheckpointError, load, save
 
 concatenate = cat
 zeros = Tensor.zeros
