@@ -1,0 +1,82 @@
+"""Figures of the experiments (matplotlib, Agg backend: no display needed)."""
+import numpy as np
+
+COLORS = {"vanilla": "tab:blue", "bn": "tab:red"}
+LABELS = {"vanilla": "Without BN", "bn": "With BN"}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def fig1(results, path):
+    """Paper Figure 1: (a) test accuracy vs steps, (b, c) the probed input's 15/50/85th percentiles.
+
+    With several seeds, (a) shows the mean and the min-max band; (b, c) show the first seed.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    runs = results["runs"]
+    for network in ("vanilla", "bn"):
+        mine = [r for r in runs if r["network"] == network]
+        if not mine:
+            continue
+        steps = np.asarray(mine[0]["curve"]["step"])
+        accs = np.array([r["curve"]["test_acc"] for r in mine], dtype=np.float64)
+        axes[0].plot(steps, accs.mean(axis=0), color=COLORS[network], label=LABELS[network])
+        if len(mine) > 1:
+            axes[0].fill_between(steps, accs.min(axis=0), accs.max(axis=0),
+                                 color=COLORS[network], alpha=0.2, linewidth=0)
+    axes[0].set(title="(a) test accuracy", xlabel="training steps", ylabel="accuracy")
+    lo = min(min(r["curve"]["test_acc"][1:] or [0.9]) for r in runs)
+    axes[0].set_ylim(max(0.0, min(0.9, lo) - 0.01), 1.0)
+    axes[0].legend(loc="lower right")
+    axes[0].grid(alpha=0.3)
+    unit = results["config"].get("unit", 0)
+    for ax, network, name in ((axes[1], "vanilla", "(b) without BN"),
+                              (axes[2], "bn", "(c) with BN")):
+        mine = [r for r in runs if r["network"] == network]
+        if not mine:
+            ax.set_visible(False)
+            continue
+        c = mine[0]["curve"]
+        for key, style in (("p15", "--"), ("p50", "-"), ("p85", "--")):
+            ax.plot(c["step"], c[key], style, color=COLORS[network], label=key)
+        ax.set(title=f"{name}: input of sigmoid unit {unit}", xlabel="training steps")
+        ax.legend(loc="best", fontsize="small")
+        ax.grid(alpha=0.3)
+    # the paper draws (b) and (c) on one scale so the drift is comparable
+    ys = [v for r in runs if r["network"] in ("vanilla", "bn")
+          for k in ("p15", "p85") for v in r["curve"][k] if v is not None and np.isfinite(v)]
+    if ys:
+        pad = 0.05 * (max(ys) - min(ys) + 1e-9)
+        for ax in axes[1:]:
+            ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def claims(results, path):
+    """Test accuracy vs steps for every variant of the Section 4.2 claims, with the target line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in results["runs"]:
+        c = r["curve"]
+        accs = [np.nan if a is None else a for a in c["test_acc"]]
+        ax.plot(c["step"], accs, label=f"{r['variant']} (seed {r['seed']})"
+                if results["config"]["seeds"] > 1 else r["variant"])
+    target = results["summary"].get("target_acc")
+    if target is not None:
+        ax.axhline(target, color="gray", linestyle=":", label=f"Baseline best {100 * target:.2f}%")
+    ax.set(title="Section 4.2 claims: test accuracy", xlabel="training steps",
+           ylabel="accuracy")
+    ax.set_ylim(0.8 if target is None else max(0.0, min(0.9, target - 0.1)), 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
