@@ -59,22 +59,29 @@ cdef inline void micro_tile(Py_ssize_t kc,
     cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
     memset(&acc[0][0], 0, sizeof(acc))
     for k in range(kc):
-        x0 = a0[k * a_ks]
-        x1 = a1[k * a_ks]
-        x2 = a2[k * a_ks]
-        x3 = a3[k * a_ks]
-        x4 = a4[k * a_ks]
-        x5 = a5[k * a_ks]
+        x0 = a0[0]
+        x1 = a1[0]
+        x2 = a2[0]
+        x3 = a3[0]
+        x4 = a4[0]
+        x5 = a5[0]
         # one 32-wide loop with six statements: gcc keeps acc in zmm registers and
         # emits one broadcast + FMA per row and vector (checked with objdump)
         for j in range(NR):
-            bj = b[k * b_ks + j]
+            bj = b[j]
             acc[0][j] += x0 * bj
             acc[1][j] += x1 * bj
             acc[2][j] += x2 * bj
             acc[3][j] += x3 * bj
             acc[4][j] += x4 * bj
             acc[5][j] += x5 * bj
+        a0 += a_ks
+        a1 += a_ks
+        a2 += a_ks
+        a3 += a_ks
+        a4 += a_ks
+        a5 += a_ks
+        b += b_ks
     if mr == MR and nr == NR:
         if add:
             for r in range(MR):
