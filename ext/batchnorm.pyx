@@ -142,7 +142,8 @@ cdef inline void _dx_coefs(double w, double inv, double sdy, double sdyx, double
 
 cdef Py_ssize_t _block_width(Py_ssize_t n, Py_ssize_t C, Py_ssize_t row_bytes,
                              bint threads) noexcept nogil:
-    """Channels per block: one block per thread, capped so a block's rows stay in L2."""
+    """Channels per block: at most TILE, about C / threads, and few enough that a block's
+    rows stay in L2 between passes. Multiples of 16 keep the vector loops whole."""
     cdef Py_ssize_t nth = tgbn_bn_threads() if threads else 1
     cdef Py_ssize_t w = (C + nth - 1) // nth
     cdef Py_ssize_t cap = L2_BUDGET // (n * row_bytes if n * row_bytes > 0 else 1)
@@ -150,57 +151,62 @@ cdef Py_ssize_t _block_width(Py_ssize_t n, Py_ssize_t C, Py_ssize_t row_bytes,
     cap = cap // 16 * 16
     if cap < 16:
         cap = 16
+    if cap > TILE:
+        cap = TILE
     return w if w < cap else cap
 
 
-cdef void _train_cols(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t C, Py_ssize_t c0,
-                      Py_ssize_t w, const floating* weight, const floating* bias, double eps,
-                      floating* stats, double* work) noexcept nogil:
-    """Forward of channels c0..c0+w of an (N, C) input; work holds 3*C doubles."""
-    cdef double* mu = work + c0
-    cdef double* s1 = work + C + c0
-    cdef double* s2 = work + 2 * C + c0
+cdef void _train_cols(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t C, Py_ssize_t w,
+                      const floating* weight, const floating* bias, double eps,
+                      floating* stats) noexcept nogil:
+    """Forward of w <= TILE adjacent channels of an (N, C) input; every pointer is at the
+    block's first channel; stats[j], stats[C + j], stats[2C + j] <- mean, var, invstd.
+    The accumulators live on this thread's stack: shared ones would false-share."""
+    cdef double mu[TILE]
+    cdef double s1[TILE]
+    cdef double s2[TILE]
     cdef double m = <double>n
     cdef double var, inv
     cdef Py_ssize_t j
     _zero(mu, w)
-    _col_sum(x + c0, n, C, w, mu)
+    _col_sum(x, n, C, w, mu)
     for j in range(w):
         mu[j] = mu[j] / m
     _zero(s1, w)
     _zero(s2, w)
-    _col_moments(x + c0, n, C, w, mu, s1, s2)
+    _col_moments(x, n, C, w, mu, s1, s2)
     for j in range(w):
         var = _variance(s1[j], s2[j], m)
         inv = 1.0 / sqrt(var + eps)
-        stats[c0 + j] = <floating>mu[j]
-        stats[C + c0 + j] = <floating>var
-        stats[2 * C + c0 + j] = <floating>inv
-        s1[j] = weight[c0 + j] * inv
-        s2[j] = bias[c0 + j]
-    _col_affine(x + c0, y + c0, n, C, w, mu, s1, s2)
+        stats[j] = <floating>mu[j]
+        stats[C + j] = <floating>var
+        stats[2 * C + j] = <floating>inv
+        s1[j] = weight[j] * inv
+        s2[j] = bias[j]
+    _col_affine(x, y, n, C, w, mu, s1, s2)
 
 
 cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py_ssize_t n,
-                         Py_ssize_t C, Py_ssize_t c0, Py_ssize_t w, const floating* mean,
-                         const floating* invstd, const floating* weight, floating* grads,
-                         double* work) noexcept nogil:
-    """Backward of channels c0..c0+w of an (N, C) input; work holds 4*C doubles."""
-    cdef double* mu = work + c0
-    cdef double* a = work + C + c0
-    cdef double* b = work + 2 * C + c0
-    cdef double* c = work + 3 * C + c0
+                         Py_ssize_t C, Py_ssize_t w, const floating* mean,
+                         const floating* invstd, const floating* weight,
+                         floating* grads) noexcept nogil:
+    """Backward of w <= TILE adjacent channels of an (N, C) input; grads[j], grads[C + j]
+    <- dweight, dbias."""
+    cdef double mu[TILE]
+    cdef double a[TILE]
+    cdef double b[TILE]
+    cdef double c[TILE]
     cdef double m = <double>(n if n > 0 else 1)
     cdef Py_ssize_t j
     for j in range(w):
-        mu[j] = mean[c0 + j]
+        mu[j] = mean[j]
     _zero(a, w)
     _zero(b, w)
-    _col_dot(dy + c0, x + c0, n, C, w, mu, a, b)
+    _col_dot(dy, x, n, C, w, mu, a, b)
     for j in range(w):
-        _dx_coefs(weight[c0 + j], invstd[c0 + j], a[j], b[j], m, &a[j], &b[j], &c[j],
-                  &grads[c0 + j], &grads[C + c0 + j])
-    _col_dx(dy + c0, x + c0, dx + c0, n, C, w, mu, a, b, c)
+        _dx_coefs(weight[j], invstd[j], a[j], b[j], m, &a[j], &b[j], &c[j],
+                  &grads[j], &grads[C + j])
+    _col_dx(dy, x, dx, n, C, w, mu, a, b, c)
 
 
 # ---------------------------------------------------------------- (N, C, L): one channel
@@ -287,7 +293,7 @@ cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t L, doubl
 
 cdef void _forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
                          const floating[::1] bias, double eps, floating[:, :, ::1] y,
-                         floating[:, ::1] stats, double[::1] work):
+                         floating[:, ::1] stats):
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
@@ -298,8 +304,9 @@ cdef void _forward_train(const floating[:, :, ::1] x, const floating[::1] weight
         nblk = (C + width - 1) // width
         with nogil:
             for blk in prange(nblk, schedule="static", use_threads_if=threads):
-                _train_cols(xp, yp, n, C, blk * width, min(width, C - blk * width),
-                            &weight[0], &bias[0], eps, &stats[0, 0], &work[0])
+                _train_cols(xp + blk * width, yp + blk * width, n, C,
+                            min(width, C - blk * width), &weight[blk * width],
+                            &bias[blk * width], eps, &stats[0, blk * width])
     else:
         with nogil:
             for c in prange(C, schedule="static", use_threads_if=threads):
@@ -310,7 +317,7 @@ cdef void _forward_train(const floating[:, :, ::1] x, const floating[::1] weight
 cdef void _backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
                     const floating[::1] mean, const floating[::1] invstd,
                     const floating[::1] weight, floating[:, :, ::1] dx,
-                    floating[:, ::1] grads, double[::1] work):
+                    floating[:, ::1] grads):
     cdef Py_ssize_t n = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef const floating* dyp = &dy[0, 0, 0]
     cdef const floating* xp = &x[0, 0, 0]
@@ -322,8 +329,10 @@ cdef void _backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
         nblk = (C + width - 1) // width
         with nogil:
             for blk in prange(nblk, schedule="static", use_threads_if=threads):
-                _backward_cols(dyp, xp, dxp, n, C, blk * width, min(width, C - blk * width),
-                               &mean[0], &invstd[0], &weight[0], &grads[0, 0], &work[0])
+                _backward_cols(dyp + blk * width, xp + blk * width, dxp + blk * width, n, C,
+                               min(width, C - blk * width), &mean[blk * width],
+                               &invstd[blk * width], &weight[blk * width],
+                               &grads[0, blk * width])
     else:
         with nogil:
             for c in prange(C, schedule="static", use_threads_if=threads):
@@ -380,11 +389,10 @@ def batch_norm_forward_train(x, weight, bias, double eps):
     y = np.empty(x3.shape, dtype=x3.dtype)
     stats = np.empty((3, c), dtype=x3.dtype)
     if x3.size:
-        work = np.empty(3 * c, dtype=np.float64)
         if x3.dtype == np.float32:
-            _forward_train[float](x3, weight, bias, eps, y, stats, work)
+            _forward_train[float](x3, weight, bias, eps, y, stats)
         else:
-            _forward_train[double](x3, weight, bias, eps, y, stats, work)
+            _forward_train[double](x3, weight, bias, eps, y, stats)
     return y.reshape(x.shape), stats[0], stats[1], stats[2]
 
 
@@ -399,11 +407,10 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight):
     dx = np.empty(x3.shape, dtype=x3.dtype)
     grads = np.zeros((2, c), dtype=x3.dtype)
     if x3.size:
-        work = np.empty(4 * c, dtype=np.float64)
         if x3.dtype == np.float32:
-            _backward[float](dy3, x3, mean, invstd, weight, dx, grads, work)
+            _backward[float](dy3, x3, mean, invstd, weight, dx, grads)
         else:
-            _backward[double](dy3, x3, mean, invstd, weight, dx, grads, work)
+            _backward[double](dy3, x3, mean, invstd, weight, dx, grads)
     return dx.reshape(x.shape), grads[0], grads[1]
 
 

@@ -1,0 +1,392 @@
+"""Kernel benchmarks: our Cython kernels vs our NumPy reference vs PyTorch CPU, side by side.
+
+    tinygrad-bn bench [--quick] [--threads N] [--filter SUBSTR] [--json PATH]
+    python -m tinygrad_bn.bench ...        (same; benchmarks/run.py is a thin wrapper)
+
+Every case builds its data once; each implementation then runs on that same data in its
+own block: warm-up, then timed repeats, reporting the median. Blocks, not call-by-call
+alternation: OpenBLAS, libgomp and torch's pool all busy-wait after a call, and on a
+small machine interleaving them slows whichever runs next (see KERNELS.md).
+Implementations: "ours" (tinygrad_bn.kernels, backend "cython"), "numpy" (the same
+dispatch with backend "numpy": our reference) and "torch" (PyTorch CPU, when importable,
+with torch.set_num_threads set to the same count). A ratio is other time / our time, so
+> 1 means ours is faster.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import kernels
+
+IMPLS = ("ours", "numpy", "torch")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# ---------------------------------------------------------------- timing
+
+def time_block(fn, warmup, repeats, budget_s):
+    """Median seconds per call of fn(): `warmup` untimed calls, then at least `repeats`
+    timed calls, more while the block has used less than budget_s."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or (time.perf_counter() - start < budget_s and len(times) < 1000):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+class Case:
+    """One benchmark: name, shape text, dtype, FLOPs per call (or None) and a setup that
+    returns {impl: zero-argument callable} for the implementations available."""
+
+    def __init__(self, name, shape, setup, flops=None, dtype="float32"):
+        self.name, self.shape, self.setup, self.flops, self.dtype = name, shape, setup, flops, dtype
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def _with_backend(name, fn):
+    def run():
+        with kernels.backend(name):
+            return fn()
+    return run
+
+
+def _kernel_impls(fn, torch_fn):
+    """ours/numpy run fn through the dispatch; torch_fn (or None) is torch's version."""
+    impls = {"ours": _with_backend("cython", fn), "numpy": _with_backend("numpy", fn)}
+    if torch_fn is not None:
+        impls["torch"] = torch_fn
+    return impls
+
+
+# ---------------------------------------------------------------- matmul
+
+def _matmul_case(name, m, k, n, transpose=None):
+    """C = A @ B with A (m, k), B (k, n); transpose "a"/"b" makes that operand a
+    transposed view of a contiguous array, as in the backward products dC @ B.T, A.T @ dC."""
+    def setup():
+        rng = _rng()
+        a = rng.standard_normal((k, m) if transpose == "a" else (m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if transpose == "b" else (k, n)).astype(np.float32)
+        a = a.T if transpose == "a" else a
+        b = b.T if transpose == "b" else b
+        torch = _torch()
+        torch_fn = None
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)   # keep the transposed strides
+            torch_fn = lambda: torch.matmul(ta, tb)
+        return _kernel_impls(lambda: kernels.matmul(a, b), torch_fn)
+    return Case(name, f"{m}x{k}@{k}x{n}", setup, flops=2.0 * m * k * n)
+
+
+def _matmul_cases():
+    cases = []
+    for m, k, n in ((60, 784, 100), (60, 100, 100), (60, 100, 10)):
+        cases.append(_matmul_case("matmul fwd A@B", m, k, n))
+        # backward of C = A @ B (A: (m, k), B: (k, n), dC: (m, n))
+        cases.append(_matmul_case("matmul bwd dC@B.T", m, n, k, transpose="b"))
+        cases.append(_matmul_case("matmul bwd A.T@dC", k, m, n, transpose="a"))
+    cases.append(_matmul_case("matmul square", 256, 256, 256))
+    cases.append(_matmul_case("matmul square", 1024, 1024, 1024))
+    return cases
+
+
+# ---------------------------------------------------------------- conv2d
+
+def _conv_case(n, c, o, hw, backward):
+    k, stride, pad = 3, 1, 1
+    flops = 2.0 * n * o * hw * hw * c * k * k * (3 if backward else 1)
+
+    def setup():
+        rng = _rng()
+        x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+        w = (rng.standard_normal((o, c, k, k)) * 0.1).astype(np.float32)
+        gy = rng.standard_normal((n, o, hw, hw)).astype(np.float32)
+
+        def ours():
+            y = kernels.conv2d_forward(x, w, stride, pad)
+            if backward:
+                return kernels.conv2d_backward(x, w, gy, stride, pad)
+            return y
+
+        torch = _torch()
+        torch_fn = None
+        if torch is not None:
+            tx, tw, tgy = torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(gy)
+
+            def torch_fn():
+                y = torch.nn.functional.conv2d(tx, tw, None, stride, pad)
+                if backward:
+                    return torch.ops.aten.convolution_backward(
+                        tgy, tx, tw, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1,
+                        [True, True, False])
+                return y
+        return _kernel_impls(ours, torch_fn)
+
+    name = "conv2d fwd+bwd" if backward else "conv2d fwd"
+    return Case(name, f"N{n} {c}->{o} {hw}x{hw} k3 p1", setup, flops=flops)
+
+
+def _conv_cases():
+    return [_conv_case(64, 1, 32, 28, False), _conv_case(64, 32, 64, 14, False),
+            _conv_case(64, 1, 32, 28, True), _conv_case(64, 32, 64, 14, True)]
+
+
+# ---------------------------------------------------------------- batch norm
+
+def _bn_case(shape):
+    def setup():
+        rng = _rng()
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        c = shape[1]
+        w = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+        b = (0.1 * rng.standard_normal(c)).astype(np.float32)
+        # the kernels take (N, C) or (N, C, L): a (N, C, H, W) map is passed as (N, C, H*W)
+        x3 = x if x.ndim <= 3 else x.reshape(shape[0], c, -1)
+        dy3 = dy if dy.ndim <= 3 else dy.reshape(x3.shape)
+
+        def ours():
+            y, mean, var, invstd = kernels.batch_norm_forward_train(x3, w, b, 1e-5)
+            return kernels.batch_norm_backward(dy3, x3, mean, invstd, w)
+
+        torch = _torch()
+        torch_fn = None
+        if torch is not None:
+            tx, tdy, tw, tb = (torch.from_numpy(a) for a in (x, dy, w, b))
+
+            def torch_fn():   # aten's fused kernels directly, no autograd: like for like
+                y, mean, invstd = torch.ops.aten.native_batch_norm(tx, tw, tb, None, None,
+                                                                   True, 0.1, 1e-5)
+                return torch.ops.aten.native_batch_norm_backward(
+                    tdy, tx, tw, None, None, mean, invstd, True, 1e-5, [True, True, True])
+        return _kernel_impls(ours, torch_fn)
+    return Case("batchnorm train fwd+bwd", "x".join(map(str, shape)), setup)
+
+
+def _bn_cases():
+    return [_bn_case(s) for s in ((60, 100), (256, 1024), (64, 32, 28, 28))]
+
+
+# ---------------------------------------------------------------- Figure 1 training step
+
+def _mlp_case(batch_norm):
+    """One SGD step of the paper's Figure 1 network: 784-100-100-100-10 sigmoid MLP,
+    cross-entropy, batch 60; with BatchNorm1d before each sigmoid (Linear without bias)."""
+    def setup():
+        rng = _rng()
+        x = rng.random((60, 784), dtype=np.float32)
+        labels = rng.integers(0, 10, 60)
+        impls = {}
+        try:
+            import tinygrad_bn as tg
+            import tinygrad_bn.functional as F
+            from tinygrad_bn import nn, optim
+        except ImportError:   # the autodiff layer not there yet: report n/a for ours
+            tg = None
+        if tg is not None:
+            layers, width = [], 784
+            for _ in range(3):
+                layers.append(nn.Linear(width, 100, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm1d(100))
+                layers.append(nn.Sigmoid())
+                width = 100
+            layers.append(nn.Linear(100, 10))
+            model = nn.Sequential(*layers)
+            opt = optim.SGD(model.parameters(), lr=0.1)
+            tx = tg.Tensor(x)
+
+            def step():
+                opt.zero_grad()
+                loss = F.cross_entropy(model(tx), labels)
+                loss.backward()
+                opt.step()
+                return loss
+            impls = {"ours": _with_backend("cython", step), "numpy": _with_backend("numpy", step)}
+        torch = _torch()
+        if torch is not None:
+            tnn = torch.nn
+            layers, width = [], 784
+            for _ in range(3):
+                layers.append(tnn.Linear(width, 100, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(tnn.BatchNorm1d(100))
+                layers.append(tnn.Sigmoid())
+                width = 100
+            layers.append(tnn.Linear(100, 10))
+            tmodel = tnn.Sequential(*layers)
+            topt = torch.optim.SGD(tmodel.parameters(), lr=0.1)
+            ttx, tlabels = torch.from_numpy(x), torch.from_numpy(labels)
+
+            def torch_step():
+                topt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(tmodel(ttx), tlabels)
+                loss.backward()
+                topt.step()
+                return loss
+            impls["torch"] = torch_step
+        return impls
+    name = "fig1 MLP step +BN" if batch_norm else "fig1 MLP step"
+    return Case(name, "60x784 sigmoid 3x100 SGD", setup)
+
+
+def all_cases():
+    return _matmul_cases() + _conv_cases() + _bn_cases() + [_mlp_case(False), _mlp_case(True)]
+
+
+# ---------------------------------------------------------------- environment
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads):
+    info = kernels.info()
+    torch = _torch()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    return {
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "threads": threads,
+        "openmp": info["openmp"],
+        "compiler_flags": info["compiler_flags"],
+        "numpy_fallback": info["numpy_fallback"],
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+    }
+
+
+# ---------------------------------------------------------------- running and reporting
+
+def run_case(case, threads, warmup, repeats, budget_s):
+    impls = case.setup()
+    result = {"case": case.name, "shape": case.shape, "dtype": case.dtype, "threads": threads,
+              "median_s": {}, "calls": {}, "ratios": {}, "gflops": None}
+    for impl in IMPLS:
+        if impl in impls:
+            median, calls = time_block(impls[impl], warmup, repeats, budget_s)
+            result["median_s"][impl] = median
+            result["calls"][impl] = calls
+        else:
+            result["median_s"][impl] = None
+    ours = result["median_s"]["ours"]
+    for other in ("numpy", "torch"):
+        t = result["median_s"][other]
+        result["ratios"][f"{other}/ours"] = t / ours if ours and t else None
+    if case.flops:
+        result["gflops"] = {k: case.flops / t / 1e9 for k, t in result["median_s"].items() if t}
+    return result
+
+
+def _ms(t):
+    return "n/a" if t is None else f"{t * 1e3:.3f}"
+
+
+def _ratio(r):
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
+def format_table(env, results):
+    lines = [
+        f"tinygrad_bn bench | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
+        f"OpenMP {env['openmp']} | flags {env['compiler_flags']}",
+        f"numpy {env['numpy']} | torch {env['torch'] or 'not installed'} | python {env['python']}"
+        f" | kernels on NumPy fallback: {', '.join(env['numpy_fallback']) or 'none'}",
+        "ratio = other time / our time (> 1: ours faster); times are medians in ms",
+        "",
+    ]
+    header = (f"{'numpy/ours':>10} {'torch/ours':>10}  {'case':<24} {'shape':<26} "
+              f"{'ours ms':>9} {'numpy ms':>9} {'torch ms':>9} {'GFLOP/s':>8}")
+    lines += [header, "-" * len(header)]
+    for r in results:
+        t = r["median_s"]
+        gf = r["gflops"].get("ours") if r["gflops"] else None
+        lines.append(
+            f"{_ratio(r['ratios']['numpy/ours']):>10} {_ratio(r['ratios']['torch/ours']):>10}  "
+            f"{r['case']:<24} {r['shape']:<26} {_ms(t['ours']):>9} {_ms(t['numpy']):>9} "
+            f"{_ms(t['torch']):>9} {'' if gf is None else f'{gf:.1f}':>8}")
+    return "\n".join(lines)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tinygrad-bn bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 warm-up call and 1 timed call per implementation")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for our kernels and torch (default: kernels' current count)")
+    p.add_argument("--filter", default="", metavar="SUBSTR",
+                   help="run only cases whose name or shape contains SUBSTR")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
+    p.add_argument("--budget", type=float, default=0.5, metavar="SECONDS",
+                   help="timed seconds per implementation and case (default 0.5)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    """Run the benchmarks, print the table, optionally write JSON. Returns 0."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cases = [c for c in all_cases() if args.filter in c.name or args.filter in c.shape]
+    if not cases:
+        raise SystemExit(f"tinygrad-bn bench: no case matches --filter {args.filter!r}")
+    threads = args.threads or kernels.get_num_threads()
+    kernels.set_num_threads(threads)
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    warmup, repeats, budget = (1, 1, 0.0) if args.quick else (5, 10, args.budget)
+    env = environment(threads)
+    results = []
+    for case in cases:
+        results.append(run_case(case, threads, warmup, repeats, budget))
+        print(f"  {case.name} {case.shape}: done", file=sys.stderr, flush=True)
+    print(format_table(env, results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "quick": args.quick, "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
