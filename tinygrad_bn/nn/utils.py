@@ -62,7 +62,7 @@ def fold_batchnorm(model):
             with no_grad():
                 _fold_pair(layer, bn)
             setattr(seq, name, Identity())
-    return folded
+    return folded.eval()   # the new Identity layers too
 
 
 def _first(batch):
