@@ -1,6 +1,8 @@
 """The networks of the experiments, built from tinygrad_bn.nn and initialised from one generator."""
 import math
 
+import numpy as np
+
 from .. import nn
 
 MNIST_PIXELS = 28 * 28
@@ -9,7 +11,9 @@ NUM_CLASSES = 10
 
 def _linear(fan_in, fan_out, bias, std, generator):
     """Linear layer with N(0, std^2) weights and zero bias, drawn from `generator`."""
-    layer = nn.Linear(fan_in, fan_out, bias=bias, generator=generator)
+    # the layer's own (PyTorch) init is overwritten: give it a throwaway generator so that
+    # `generator` feeds only our draws, and nets with and without biases get equal weights
+    layer = nn.Linear(fan_in, fan_out, bias=bias, generator=np.random.default_rng(0))
     nn.init.normal_(layer.weight, 0.0, std, generator=generator)
     if bias:
         nn.init.zeros_(layer.bias)
@@ -66,7 +70,7 @@ def claims_convnet(batch_norm, activation, dropout, generator, dropout_generator
     layers, c_in, size = [], 1, 28
     for c_out in channels:
         conv = nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=not batch_norm,
-                         generator=generator)
+                         generator=np.random.default_rng(0))  # overwritten below
         nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (c_in * 9)), generator=generator)
         if not batch_norm:
             nn.init.zeros_(conv.bias)
