@@ -151,11 +151,9 @@ def build_parser():
                    default=list(claims.VARIANTS), metavar="NAME",
                    help="which variants to run (default: all: %(default)s)")
 
-    b = sub.add_parser("bench", help="the kernel benchmarks (tinygrad_bn.bench)",
-                       description="Run the kernel benchmarks; every argument after 'bench' "
-                                   "is passed to tinygrad_bn.bench.main (try 'bench --help').",
-                       add_help=False)
-    b.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # listed for --help only: main() hands 'bench ...' to tinygrad_bn.bench.main unparsed
+    sub.add_parser("bench", help="the kernel benchmarks: every argument after 'bench' goes "
+                                 "to tinygrad_bn.bench (try 'bench --help')")
     return parser
 
 
@@ -201,22 +199,25 @@ def _run_experiment(args):
     return 0
 
 
-def _run_bench(args):
+def _run_bench(argv):
     try:
         from . import bench
     except ImportError as e:
-        raise RuntimeError(f"the kernel benchmarks are not available: {e}") from None
-    return bench.main(args.args) or 0
+        print(f"{PROG} bench: error: the kernel benchmarks are not available ({e})",
+              file=sys.stderr)
+        return 1
+    return bench.main(argv) or 0
 
 
 def main(argv=None):
     """Entry point of the `tinygrad-bn` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # everything after 'bench' belongs to the benchmark's own parser, '--help' included
+        return _run_bench(argv[1:])
+    args = build_parser().parse_args(argv)
     from .experiments.runner import StopRequested
     try:
-        if args.command == "bench":
-            return _run_bench(args)
         return _run_experiment(args)
     except StopRequested as e:
         print(f"{PROG}: {e}; continue with --resume", file=sys.stderr)
