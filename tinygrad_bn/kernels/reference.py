@@ -117,8 +117,10 @@ def batch_norm_forward_train(x, weight, bias, eps):
     """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64."""
     axes, cshape = _channel_view(x)
     x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes)
-    var = ((x64 - mean.reshape(cshape)) ** 2).mean(axis=axes)
+    m = x.size // x.shape[1] if x.shape[1] else 0
+    with np.errstate(invalid="ignore", divide="ignore"):  # m == 0: NaN statistics
+        mean = x64.sum(axis=axes) / m
+        var = ((x64 - mean.reshape(cshape)) ** 2).sum(axis=axes) / m
     invstd = 1.0 / np.sqrt(var + eps)
     scale = (weight * invstd).reshape(cshape)
     y = (x64 - mean.reshape(cshape)) * scale + bias.reshape(cshape)
