@@ -450,3 +450,24 @@ def test_mlp_gradcheck_end_to_end():
             return F.cross_entropy(self.inner(x), labels)
 
     assert module_gradcheck(Loss(), _x((3, 4)))
+
+
+def test_float_double_cast_in_place():
+    net = Net()
+    net.body[0](tg.randn(4, 4, seed=0))
+    weight = net.fc.weight
+    assert net.double() is net
+    assert weight is net.fc.weight and weight.dtype == np.float64
+    assert all(p.dtype == np.float64 for p in net.parameters())
+    assert net.scale.dtype == net.body[0].running_var.dtype == np.float64
+    assert net.body[0].num_batches_tracked.dtype == np.float64   # a count: dtype kept
+    out = net(tg.randn(5, 3, seed=1, dtype=np.float64))
+    assert out.dtype == np.float64
+    net.float()
+    assert all(p.dtype == np.float32 for p in net.parameters())
+    assert net.body[0].num_batches_tracked.item() == 2   # one call above, one forward
+
+
+def test_nn_functional_alias():
+    import tinygrad_bn.nn.functional as NF
+    assert NF.batch_norm is F.batch_norm and NF.cross_entropy is F.cross_entropy

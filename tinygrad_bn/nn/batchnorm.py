@@ -34,6 +34,7 @@ class _BatchNorm(Module):
     """
     _expected_dims = ()
     _dims_text = ""
+    _fixed_dtype_buffers = ("num_batches_tracked",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, *, dtype=np.float32):

@@ -221,6 +221,28 @@ class Module:
         fn(self)
         return self
 
+    _fixed_dtype_buffers = ()   # buffers that keep their dtype in float()/double(), e.g. counters
+
+    def _cast(self, dtype):
+        """Convert every parameter and buffer to `dtype` in place (same objects, new .data)."""
+        for m in self.modules():
+            for p in m._parameters.values():
+                if p is not None:
+                    p.data = p.data.astype(dtype, copy=False)
+                    p.grad = None if p.grad is None else type(p.grad)(p.grad.data.astype(dtype))
+            for name, b in m._buffers.items():
+                if b is not None and name not in m._fixed_dtype_buffers:
+                    b.data = b.data.astype(dtype, copy=False)
+        return self
+
+    def float(self):
+        """Make every parameter and buffer float32 (in place); returns self."""
+        return self._cast(np.float32)
+
+    def double(self):
+        """Make every parameter and buffer float64 (in place); returns self."""
+        return self._cast(np.float64)
+
     def requires_grad_(self, requires_grad=True):
         for p in self.parameters():
             p.requires_grad_(requires_grad)
