@@ -113,6 +113,8 @@ class Module:
             raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r} "
                             f"(nn.Parameter or None expected)")
         if param is None:
+            self._buffers.pop(name, None)
+            self._modules.pop(name, None)
             self._parameters[name] = None
         setattr(self, name, param)
 
@@ -137,6 +139,8 @@ class Module:
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         if module is None:
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
             self._modules[name] = None
         setattr(self, name, module)
 
