@@ -16,7 +16,10 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
+cimport numpy as cnp
 import numpy as np
+
+cnp.import_array()
 
 cdef extern from *:
     """
@@ -58,72 +61,145 @@ cdef inline double _total(const double* a, Py_ssize_t w) noexcept nogil:
     return s
 
 
-cdef inline void _col_sum(const floating* x, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t w,
-                          double* s) noexcept nogil:
-    """s[j] += sum_r x[r, j]."""
-    cdef Py_ssize_t r, j
-    cdef const floating* row
-    for r in range(rows):
-        row = x + r * stride
-        for j in range(w):
-            s[j] += row[j]
-
-
 cdef inline void _col_moments(const floating* x, Py_ssize_t rows, Py_ssize_t stride,
-                              Py_ssize_t w, const double* mu, double* s1,
+                              Py_ssize_t w, const double* k, double* s1,
                               double* s2) noexcept nogil:
-    """s1[j] += sum_r d, s2[j] += sum_r d^2 with d = x[r, j] - mu[j]."""
-    cdef Py_ssize_t r, j
-    cdef const floating* row
-    cdef double d
-    for r in range(rows):
-        row = x + r * stride
+    """s1[j] += sum_r d, s2[j] += sum_r d^2 with d = x[r, j] - k[j] (k: a shift near the
+    mean). Four rows per sweep: the accumulators are loaded and stored once per four rows."""
+    cdef Py_ssize_t r = 0, j
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    cdef double d0, d1, d2, d3
+    while r + 4 <= rows:
+        x0 = x + r * stride
+        x1 = x0 + stride
+        x2 = x1 + stride
+        x3 = x2 + stride
         for j in range(w):
-            d = row[j] - mu[j]
-            s1[j] += d
-            s2[j] += d * d
+            d0 = x0[j] - k[j]
+            d1 = x1[j] - k[j]
+            d2 = x2[j] - k[j]
+            d3 = x3[j] - k[j]
+            s1[j] += (d0 + d1) + (d2 + d3)
+            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        r += 4
+    while r < rows:
+        x0 = x + r * stride
+        for j in range(w):
+            d0 = x0[j] - k[j]
+            s1[j] += d0
+            s2[j] += d0 * d0
+        r += 1
 
 
 cdef inline void _col_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t stride,
                              Py_ssize_t w, const double* mu, const double* scale,
                              const double* shift) noexcept nogil:
-    """y[r, j] = (x[r, j] - mu[j]) * scale[j] + shift[j]."""
+    """y[r, j] = (x[r, j] - mu[j]) * scale[j] + shift[j], w <= TILE.
+
+    float32 runs in float (twice the lanes of double; this pass is compute-bound) with
+    mu split into hi + lo floats: x - hi is exact for x near the mean, so a mean far from
+    zero costs no accuracy; the result is within a few float ulp of the double formula."""
     cdef Py_ssize_t r, j
-    for r in range(rows):
+    cdef float hi[TILE]
+    cdef float lo[TILE]
+    cdef float sc[TILE]
+    cdef float sh[TILE]
+    if floating is float:
         for j in range(w):
-            y[r * stride + j] = <floating>((x[r * stride + j] - mu[j]) * scale[j] + shift[j])
+            hi[j] = <float>mu[j]
+            lo[j] = <float>(mu[j] - hi[j])
+            sc[j] = <float>scale[j]
+            sh[j] = <float>shift[j]
+        for r in range(rows):
+            for j in range(w):
+                y[r * stride + j] = ((x[r * stride + j] - hi[j]) - lo[j]) * sc[j] + sh[j]
+    else:
+        for r in range(rows):
+            for j in range(w):
+                y[r * stride + j] = (x[r * stride + j] - mu[j]) * scale[j] + shift[j]
 
 
 cdef inline void _col_dot(const floating* dy, const floating* x, Py_ssize_t rows,
                           Py_ssize_t stride, Py_ssize_t w, const double* mu, double* sdy,
                           double* sdyx) noexcept nogil:
-    """sdy[j] += sum_r dy[r, j], sdyx[j] += sum_r dy[r, j] * (x[r, j] - mu[j])."""
-    cdef Py_ssize_t r, j
-    cdef double g
-    for r in range(rows):
+    """sdy[j] += sum_r dy[r, j], sdyx[j] += sum_r dy[r, j] * (x[r, j] - mu[j]); four rows
+    per sweep, as in _col_moments."""
+    cdef Py_ssize_t r = 0, j
+    cdef const floating* g0
+    cdef const floating* g1
+    cdef const floating* g2
+    cdef const floating* g3
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    while r + 4 <= rows:
+        g0 = dy + r * stride
+        g1 = g0 + stride
+        g2 = g1 + stride
+        g3 = g2 + stride
+        x0 = x + r * stride
+        x1 = x0 + stride
+        x2 = x1 + stride
+        x3 = x2 + stride
         for j in range(w):
-            g = dy[r * stride + j]
-            sdy[j] += g
-            sdyx[j] += g * (x[r * stride + j] - mu[j])
+            sdy[j] += (<double>g0[j] + g1[j]) + (<double>g2[j] + g3[j])
+            sdyx[j] += ((g0[j] * (x0[j] - mu[j]) + g1[j] * (x1[j] - mu[j]))
+                        + (g2[j] * (x2[j] - mu[j]) + g3[j] * (x3[j] - mu[j])))
+        r += 4
+    while r < rows:
+        g0 = dy + r * stride
+        x0 = x + r * stride
+        for j in range(w):
+            sdy[j] += g0[j]
+            sdyx[j] += g0[j] * (x0[j] - mu[j])
+        r += 1
 
 
 cdef inline void _col_dx(const floating* dy, const floating* x, floating* dx, Py_ssize_t rows,
                          Py_ssize_t stride, Py_ssize_t w, const double* mu, const double* a,
                          const double* b, const double* c) noexcept nogil:
-    """dx[r, j] = a[j] * dy[r, j] + b[j] * (x[r, j] - mu[j]) + c[j]."""
+    """dx[r, j] = a[j] * dy[r, j] + b[j] * (x[r, j] - mu[j]) + c[j], w <= TILE; float32 in
+    float arithmetic (mu is the float32 mean the forward returned, so x - mu is exact-ish)."""
     cdef Py_ssize_t r, j, k
-    for r in range(rows):
+    cdef float fm[TILE]
+    cdef float fa[TILE]
+    cdef float fb[TILE]
+    cdef float fc[TILE]
+    if floating is float:
         for j in range(w):
-            k = r * stride + j
-            dx[k] = <floating>(a[j] * dy[k] + b[j] * (x[k] - mu[j]) + c[j])
+            fm[j] = <float>mu[j]
+            fa[j] = <float>a[j]
+            fb[j] = <float>b[j]
+            fc[j] = <float>c[j]
+        for r in range(rows):
+            for j in range(w):
+                k = r * stride + j
+                dx[k] = fa[j] * dy[k] + fb[j] * (x[k] - fm[j]) + fc[j]
+    else:
+        for r in range(rows):
+            for j in range(w):
+                k = r * stride + j
+                dx[k] = a[j] * dy[k] + b[j] * (x[k] - mu[j]) + c[j]
 
 
 # ---------------------------------------------------------------- per-channel math
 
 cdef inline double _variance(double s1, double s2, double m) noexcept nogil:
-    """Biased variance from sums of deviations from the mean (corrected two-pass formula)."""
+    """Biased variance from the sums of d = x - k for a shift k: (s2 - s1^2/m) / m."""
     cdef double v = (s2 - s1 * s1 / m) / m
     return v if v > 0.0 else 0.0
+
+
+cdef inline bint _shift_too_far(double s1, double s2, double m) noexcept nogil:
+    """True when the shift k is more than 4 standard deviations from the mean: the
+    relative error of (s2 - s1^2/m) grows like (mean - k)^2 / var, so redo the sums with
+    k = mean. Rare for k = a sample (a 4-sigma draw); a second pass uses k = mean."""
+    cdef double d = s1 / m
+    return d * d > 16.0 * _variance(s1, s2, m)
 
 
 cdef inline void _dx_coefs(double w, double inv, double sdy, double sdyx, double m,
@@ -162,28 +238,39 @@ cdef void _train_cols(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t C
     """Forward of w <= TILE adjacent channels of an (N, C) input; every pointer is at the
     block's first channel; stats[j], stats[C + j], stats[2C + j] <- mean, var, invstd.
     The accumulators live on this thread's stack: shared ones would false-share."""
-    cdef double mu[TILE]
+    cdef double k[TILE]
     cdef double s1[TILE]
     cdef double s2[TILE]
     cdef double m = <double>n
-    cdef double var, inv
     cdef Py_ssize_t j
-    _zero(mu, w)
-    _col_sum(x, n, C, w, mu)
+    cdef int far
+    # one pass of sums shifted by the first row, a second only if a shift was far off;
+    # the per-channel loops are branch-free so they vectorize (sqrt and divide included)
     for j in range(w):
-        mu[j] = mu[j] / m
+        k[j] = x[j]
     _zero(s1, w)
     _zero(s2, w)
-    _col_moments(x, n, C, w, mu, s1, s2)
+    _col_moments(x, n, C, w, k, s1, s2)
+    far = 0
     for j in range(w):
-        var = _variance(s1[j], s2[j], m)
-        inv = 1.0 / sqrt(var + eps)
-        stats[j] = <floating>mu[j]
-        stats[C + j] = <floating>var
-        stats[2 * C + j] = <floating>inv
-        s1[j] = weight[j] * inv
+        far = far + _shift_too_far(s1[j], s2[j], m)
+    if far:
+        for j in range(w):
+            k[j] = k[j] + s1[j] / m
+        _zero(s1, w)
+        _zero(s2, w)
+        _col_moments(x, n, C, w, k, s1, s2)
+    for j in range(w):   # stack arrays only: no aliasing, so this loop vectorizes
+        k[j] = k[j] + s1[j] / m
+        s2[j] = _variance(s1[j], s2[j], m)
+        s1[j] = 1.0 / sqrt(s2[j] + eps)
+    for j in range(w):
+        stats[j] = <floating>k[j]
+        stats[C + j] = <floating>s2[j]
+        stats[2 * C + j] = <floating>s1[j]
+        s1[j] = weight[j] * s1[j]
         s2[j] = bias[j]
-    _col_affine(x, y, n, C, w, mu, s1, s2)
+    _col_affine(x, y, n, C, w, k, s1, s2)
 
 
 cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py_ssize_t n,
@@ -211,40 +298,50 @@ cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py
 
 # ---------------------------------------------------------------- (N, C, L): one channel
 
+cdef void _channel_sums(const floating* x, Py_ssize_t n, Py_ssize_t L, Py_ssize_t stride,
+                        double shift, double* k, double* s1, double* s2,
+                        double* t) noexcept nogil:
+    """t[0], t[1] <- sums of d and d^2, d = x - shift, over one channel's (n, L) matrix."""
+    cdef Py_ssize_t i, l0, w, nstrips = (L + TILE - 1) // TILE
+    t[0] = 0.0
+    t[1] = 0.0
+    _fill(k, TILE, shift)
+    for i in range(nstrips):
+        l0 = i * TILE
+        w = min(<Py_ssize_t>TILE, L - l0)
+        _zero(s1, w)
+        _zero(s2, w)
+        _col_moments(x + l0, n, stride, w, k, s1, s2)
+        t[0] += _total(s1, w)
+        t[1] += _total(s2, w)
+
+
 cdef void _train_channel(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t L,
                          Py_ssize_t stride, double weight, double bias, double eps,
                          floating* stats, Py_ssize_t C) noexcept nogil:
     """Forward of the channel whose (n, L) matrix starts at x; stats[0, C, 2C] <- mean, var, invstd."""
-    cdef double mu[TILE]
+    cdef double k[TILE]
     cdef double s1[TILE]
     cdef double s2[TILE]
+    cdef double t[2]
     cdef double m = <double>n * L
-    cdef double total = 0.0, t1 = 0.0, t2 = 0.0, mean, var, inv
-    cdef Py_ssize_t k, l0, w, nstrips = (L + TILE - 1) // TILE
-    for k in range(nstrips):
-        l0 = k * TILE
-        w = min(<Py_ssize_t>TILE, L - l0)
-        _zero(s1, w)
-        _col_sum(x + l0, n, stride, w, s1)
-        total += _total(s1, w)
-    mean = total / m
-    _fill(mu, TILE, mean)
-    for k in range(nstrips):
-        l0 = k * TILE
-        w = min(<Py_ssize_t>TILE, L - l0)
-        _zero(s1, w)
-        _zero(s2, w)
-        _col_moments(x + l0, n, stride, w, mu, s1, s2)
-        t1 += _total(s1, w)
-        t2 += _total(s2, w)
-    var = _variance(t1, t2, m)
+    cdef double mean, var, inv
+    cdef Py_ssize_t i, l0, w, nstrips = (L + TILE - 1) // TILE
+    # sums shifted by the first element; again around the mean if that was far off
+    _channel_sums(x, n, L, stride, x[0], k, s1, s2, t)
+    mean = x[0] + t[0] / m
+    if _shift_too_far(t[0], t[1], m):
+        _channel_sums(x, n, L, stride, mean, k, s1, s2, t)
+        mean = mean + t[0] / m
+    var = _variance(t[0], t[1], m)
     inv = 1.0 / sqrt(var + eps)
+    _fill(k, TILE, mean)
     _fill(s1, TILE, weight * inv)
     _fill(s2, TILE, bias)
-    for k in range(nstrips):
-        l0 = k * TILE
+    for i in range(nstrips):
+        l0 = i * TILE
         w = min(<Py_ssize_t>TILE, L - l0)
-        _col_affine(x + l0, y + l0, n, stride, w, mu, s1, s2)
+        _col_affine(x + l0, y + l0, n, stride, w, k, s1, s2)
     stats[0] = <floating>mean
     stats[C] = <floating>var
     stats[2 * C] = <floating>inv
@@ -260,12 +357,12 @@ cdef void _backward_channel(const floating* dy, const floating* x, floating* dx,
     cdef double c[TILE]
     cdef double m = <double>n * L
     cdef double sdy = 0.0, sdyx = 0.0, ca, cb, cc
-    cdef Py_ssize_t k, l0, w, nstrips = (L + TILE - 1) // TILE
+    cdef Py_ssize_t i, l0, w, nstrips = (L + TILE - 1) // TILE
     if m < 1.0:
         m = 1.0
     _fill(mu, TILE, mean)
-    for k in range(nstrips):
-        l0 = k * TILE
+    for i in range(nstrips):
+        l0 = i * TILE
         w = min(<Py_ssize_t>TILE, L - l0)
         _zero(a, w)
         _zero(b, w)
@@ -276,82 +373,87 @@ cdef void _backward_channel(const floating* dy, const floating* x, floating* dx,
     _fill(a, TILE, ca)
     _fill(b, TILE, cb)
     _fill(c, TILE, cc)
-    for k in range(nstrips):
-        l0 = k * TILE
+    for i in range(nstrips):
+        l0 = i * TILE
         w = min(<Py_ssize_t>TILE, L - l0)
         _col_dx(dy + l0, x + l0, dx + l0, n, stride, w, mu, a, b, c)
 
 
 cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t L, double mu,
                              double scale, double shift) noexcept nogil:
+    """y[l] = (x[l] - mu) * scale + shift; float32 in float with mu = hi + lo (see _col_affine)."""
     cdef Py_ssize_t l
-    for l in range(L):
-        y[l] = <floating>((x[l] - mu) * scale + shift)
+    cdef float hi = <float>mu
+    cdef float lo = <float>(mu - hi)
+    cdef float sc = <float>scale
+    cdef float sh = <float>shift
+    if floating is float:
+        for l in range(L):
+            y[l] = ((x[l] - hi) - lo) * sc + sh
+    else:
+        for l in range(L):
+            y[l] = (x[l] - mu) * scale + shift
+
+
+cdef void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t C,
+                       const double* mu, const double* scale, const double* shift) noexcept nogil:
+    """_col_affine over whole rows of an (N, C) array, TILE columns at a time."""
+    cdef Py_ssize_t i, j0
+    for i in range((C + TILE - 1) // TILE):
+        j0 = i * TILE
+        _col_affine(x + j0, y + j0, rows, C, min(<Py_ssize_t>TILE, C - j0), mu + j0, scale + j0,
+                    shift + j0)
 
 
 # ---------------------------------------------------------------- drivers (x viewed as (N, C, L))
+# Raw pointers to C-contiguous data, checked by the def wrappers below; per-channel arrays
+# have C elements.
 
-cdef void _forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
-                         const floating[::1] bias, double eps, floating[:, :, ::1] y,
-                         floating[:, ::1] stats):
-    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
+cdef void _forward_train(const floating* xp, const floating* weight, const floating* bias,
+                         double eps, floating* yp, floating* stats, Py_ssize_t n, Py_ssize_t C,
+                         Py_ssize_t L) noexcept nogil:
     cdef bint threads = n * C * L >= MIN_PARALLEL
     cdef Py_ssize_t c, blk, nblk, width
     if L == 1:
         width = _block_width(n, C, sizeof(floating), threads)
         nblk = (C + width - 1) // width
-        with nogil:
-            for blk in prange(nblk, schedule="static", use_threads_if=threads):
-                _train_cols(xp + blk * width, yp + blk * width, n, C,
-                            min(width, C - blk * width), &weight[blk * width],
-                            &bias[blk * width], eps, &stats[0, blk * width])
+        for blk in prange(nblk, schedule="static", use_threads_if=threads):
+            _train_cols(xp + blk * width, yp + blk * width, n, C, min(width, C - blk * width),
+                        weight + blk * width, bias + blk * width, eps, stats + blk * width)
     else:
-        with nogil:
-            for c in prange(C, schedule="static", use_threads_if=threads):
-                _train_channel(xp + c * L, yp + c * L, n, L, C * L, weight[c], bias[c], eps,
-                               &stats[0, c], C)
+        for c in prange(C, schedule="static", use_threads_if=threads):
+            _train_channel(xp + c * L, yp + c * L, n, L, C * L, weight[c], bias[c], eps,
+                           stats + c, C)
 
 
-cdef void _backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
-                    const floating[::1] mean, const floating[::1] invstd,
-                    const floating[::1] weight, floating[:, :, ::1] dx,
-                    floating[:, ::1] grads):
-    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef const floating* dyp = &dy[0, 0, 0]
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* dxp = &dx[0, 0, 0]
+cdef void _backward(const floating* dyp, const floating* xp, const floating* mean,
+                    const floating* invstd, const floating* weight, floating* dxp,
+                    floating* grads, Py_ssize_t n, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
     cdef bint threads = n * C * L >= MIN_PARALLEL
-    cdef Py_ssize_t c, blk, nblk, width
+    cdef Py_ssize_t c, blk, nblk, width, c0
     if L == 1:
         width = _block_width(n, C, 2 * sizeof(floating), threads)
         nblk = (C + width - 1) // width
-        with nogil:
-            for blk in prange(nblk, schedule="static", use_threads_if=threads):
-                _backward_cols(dyp + blk * width, xp + blk * width, dxp + blk * width, n, C,
-                               min(width, C - blk * width), &mean[blk * width],
-                               &invstd[blk * width], &weight[blk * width],
-                               &grads[0, blk * width])
+        for blk in prange(nblk, schedule="static", use_threads_if=threads):
+            c0 = blk * width
+            _backward_cols(dyp + c0, xp + c0, dxp + c0, n, C, min(width, C - c0), mean + c0,
+                           invstd + c0, weight + c0, grads + c0)
     else:
-        with nogil:
-            for c in prange(C, schedule="static", use_threads_if=threads):
-                _backward_channel(dyp + c * L, xp + c * L, dxp + c * L, n, L, C * L,
-                                  mean[c], invstd[c], weight[c], &grads[0, c], C)
+        for c in prange(C, schedule="static", use_threads_if=threads):
+            _backward_channel(dyp + c * L, xp + c * L, dxp + c * L, n, L, C * L,
+                              mean[c], invstd[c], weight[c], grads + c, C)
 
 
-cdef void _forward_eval(const floating[:, :, ::1] x, const floating[::1] running_mean,
-                        const floating[::1] running_var, const floating[::1] weight,
-                        const floating[::1] bias, double eps, floating[:, :, ::1] y,
-                        double[:, ::1] params):
-    cdef Py_ssize_t n = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef double* mu = &params[0, 0]
-    cdef double* scale = &params[1, 0]
-    cdef double* shift = &params[2, 0]
+cdef void _forward_eval(const floating* xp, const floating* running_mean,
+                        const floating* running_var, const floating* weight,
+                        const floating* bias, double eps, floating* yp, double* params,
+                        Py_ssize_t n, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
+    """params: 3*C doubles of scratch for the per-channel affine map."""
+    cdef double* mu = params
+    cdef double* scale = params + C
+    cdef double* shift = params + 2 * C
     cdef bint threads = n * C * L >= MIN_PARALLEL
-    cdef Py_ssize_t c, i, r0, rows, chunk
+    cdef Py_ssize_t c, i, r0, chunk
     for c in range(C):
         mu[c] = running_mean[c]
         scale[c] = weight[c] / sqrt(<double>running_var[c] + eps)
@@ -359,70 +461,159 @@ cdef void _forward_eval(const floating[:, :, ::1] x, const floating[::1] running
     if L == 1:
         # no reduction: split rows, each row is one contiguous run over all channels
         chunk = max(1, MIN_PARALLEL // (2 * C))
-        with nogil:
-            for r0 in prange(0, n, chunk, schedule="static", use_threads_if=threads):
-                rows = min(chunk, n - r0)
-                _col_affine(xp + r0 * C, yp + r0 * C, rows, C, C, mu, scale, shift)
+        for r0 in prange(0, n, chunk, schedule="static", use_threads_if=threads):
+            _rows_affine(xp + r0 * C, yp + r0 * C, min(chunk, n - r0), C, mu, scale, shift)
     else:
-        with nogil:
-            for i in prange(n * C, schedule="static", use_threads_if=threads):
-                c = i % C
-                _seg_affine(xp + i * L, yp + i * L, L, mu[c], scale[c], shift[c])
+        for i in prange(n * C, schedule="static", use_threads_if=threads):
+            c = i % C
+            _seg_affine(xp + i * L, yp + i * L, L, mu[c], scale[c], shift[c])
 
 
 # ---------------------------------------------------------------- public kernels
+# The dispatcher (tinygrad_bn.kernels) validates arguments first; these wrappers check
+# again, cheaply, what memory safety depends on (dtype, per-channel lengths, same shapes),
+# make inputs C-contiguous (a copy only for strided views: one extra pass, cheaper than
+# strided kernels) and call the kernels with raw pointers (no memoryview set-up per call).
 
-def _as3d(a):
-    """Contiguous (N, C, L) view of x (N, C) or (N, C, L); copies only strided inputs."""
-    a = np.ascontiguousarray(a)
-    return a.reshape(a.shape[0], a.shape[1], 1) if a.ndim == 2 else a
+cdef cnp.ndarray _contiguous(a):
+    """a as a C-contiguous ndarray; no copy (and no Python-level call) when it is one."""
+    if cnp.PyArray_Check(a) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        return <cnp.ndarray>a
+    return np.ascontiguousarray(a)
+
+
+cdef int _input_type(cnp.ndarray x) except -1:
+    """Type number of a float32/float64 (N, C) or (N, C, L) input, or a clear error."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"batch_norm: expected float32 or float64 input, got {x.dtype}")
+    if cnp.PyArray_NDIM(x) != 2 and cnp.PyArray_NDIM(x) != 3:
+        raise ValueError(f"batch_norm: expected 2D or 3D input, got shape {(<object>x).shape}")
+    return t
+
+
+cdef cnp.ndarray _per_channel(a, cnp.ndarray x, str arg):
+    """a as a C-contiguous (C,) array of x's dtype, or a clear error."""
+    cdef cnp.ndarray v = _contiguous(a)
+    if cnp.PyArray_TYPE(v) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"batch_norm: {arg} must have dtype {x.dtype}, got {v.dtype}")
+    if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != cnp.PyArray_DIM(x, 1):
+        raise ValueError(f"batch_norm: expected {arg} of shape ({cnp.PyArray_DIM(x, 1)},), "
+                         f"got {(<object>v).shape}")
+    return v
+
+
+cdef cnp.ndarray _same_shape(a, cnp.ndarray x, str arg):
+    """a as a C-contiguous array of x's dtype and shape, or a clear error."""
+    cdef cnp.ndarray v = _contiguous(a)
+    cdef int d
+    cdef bint same = cnp.PyArray_NDIM(v) == cnp.PyArray_NDIM(x)
+    if cnp.PyArray_TYPE(v) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"batch_norm: {arg} must have dtype {x.dtype}, got {v.dtype}")
+    for d in range(cnp.PyArray_NDIM(x) if same else 0):
+        same = same and cnp.PyArray_DIM(v, d) == cnp.PyArray_DIM(x, d)
+    if not same:
+        raise ValueError(f"batch_norm: {arg} {(<object>v).shape} != input {(<object>x).shape}")
+    return v
+
+
+cdef cnp.ndarray _empty_like(cnp.ndarray x):
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+
+
+cdef inline void* _p(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
 
 
 def batch_norm_forward_train(x, weight, bias, double eps):
     """(y, mean, var, invstd): y = (x - mean) * invstd * weight + bias, var biased, per channel."""
-    x3 = _as3d(x)
-    weight = np.ascontiguousarray(weight)
-    bias = np.ascontiguousarray(bias)
-    c = x3.shape[1]
-    if c and x3.shape[0] * x3.shape[2] < 1:
-        raise ValueError(f"batch_norm: expected at least 1 value per channel, got {x.shape}")
-    y = np.empty(x3.shape, dtype=x3.dtype)
-    stats = np.empty((3, c), dtype=x3.dtype)
-    if x3.size:
-        if x3.dtype == np.float32:
-            _forward_train[float](x3, weight, bias, eps, y, stats)
-        else:
-            _forward_train[double](x3, weight, bias, eps, y, stats)
-    return y.reshape(x.shape), stats[0], stats[1], stats[2]
+    cdef cnp.ndarray xc = _contiguous(x)
+    cdef int t = _input_type(xc)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
+    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
+    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
+    cdef cnp.ndarray b = _per_channel(bias, xc, "bias")
+    if c and n * l < 1:
+        raise ValueError(f"batch_norm: expected at least 1 value per channel, got {np.shape(x)}")
+    if not eps > 0:
+        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
+    cdef cnp.ndarray y = _empty_like(xc)
+    # the kernels write mean, var, invstd at stats[c], stats[C + c], stats[2C + c]
+    cdef cnp.ndarray stats = np.empty(3 * c, xc.dtype)
+    cdef void* px = _p(xc)
+    cdef void* pw = _p(w)
+    cdef void* pb = _p(b)
+    cdef void* py = _p(y)
+    cdef void* ps = _p(stats)
+    if n * c * l and t == cnp.NPY_FLOAT32:
+        with nogil:
+            _forward_train(<const float*>px, <const float*>pw, <const float*>pb, eps,
+                           <float*>py, <float*>ps, n, c, l)
+    elif n * c * l:
+        with nogil:
+            _forward_train(<const double*>px, <const double*>pw, <const double*>pb, eps,
+                           <double*>py, <double*>ps, n, c, l)
+    return y, stats[:c], stats[c:2 * c], stats[2 * c:]
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight):
     """(dx, dweight, dbias): dx = weight*invstd/m * (m*dy - dbias - xhat*dweight)."""
-    x3 = _as3d(x)
-    dy3 = _as3d(grad_out)
-    mean = np.ascontiguousarray(mean)
-    invstd = np.ascontiguousarray(invstd)
-    weight = np.ascontiguousarray(weight)
-    c = x3.shape[1]
-    dx = np.empty(x3.shape, dtype=x3.dtype)
-    grads = np.zeros((2, c), dtype=x3.dtype)
-    if x3.size:
-        if x3.dtype == np.float32:
-            _backward[float](dy3, x3, mean, invstd, weight, dx, grads)
-        else:
-            _backward[double](dy3, x3, mean, invstd, weight, dx, grads)
-    return dx.reshape(x.shape), grads[0], grads[1]
+    cdef cnp.ndarray xc = _contiguous(x)
+    cdef int t = _input_type(xc)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
+    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
+    cdef cnp.ndarray dy = _same_shape(grad_out, xc, "grad_out")
+    cdef cnp.ndarray mu = _per_channel(mean, xc, "mean")
+    cdef cnp.ndarray inv = _per_channel(invstd, xc, "invstd")
+    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
+    cdef cnp.ndarray dx = _empty_like(xc)
+    # the kernels write dweight, dbias at grads[c], grads[C + c]; zero when N * L == 0
+    cdef cnp.ndarray grads = np.zeros(2 * c, xc.dtype)
+    cdef void* pdy = _p(dy)
+    cdef void* px = _p(xc)
+    cdef void* pm = _p(mu)
+    cdef void* pi = _p(inv)
+    cdef void* pw = _p(w)
+    cdef void* pdx = _p(dx)
+    cdef void* pg = _p(grads)
+    if n * c * l and t == cnp.NPY_FLOAT32:
+        with nogil:
+            _backward(<const float*>pdy, <const float*>px, <const float*>pm, <const float*>pi,
+                      <const float*>pw, <float*>pdx, <float*>pg, n, c, l)
+    elif n * c * l:
+        with nogil:
+            _backward(<const double*>pdy, <const double*>px, <const double*>pm,
+                      <const double*>pi, <const double*>pw, <double*>pdx, <double*>pg, n, c, l)
+    return dx, grads[:c], grads[c:]
 
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, double eps):
     """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one pass."""
-    x3 = _as3d(x)
-    args = [np.ascontiguousarray(a) for a in (running_mean, running_var, weight, bias)]
-    y = np.empty(x3.shape, dtype=x3.dtype)
-    if x3.size:
-        params = np.empty((3, x3.shape[1]), dtype=np.float64)
-        if x3.dtype == np.float32:
-            _forward_eval[float](x3, *args, eps, y, params)
-        else:
-            _forward_eval[double](x3, *args, eps, y, params)
-    return y.reshape(x.shape)
+    cdef cnp.ndarray xc = _contiguous(x)
+    cdef int t = _input_type(xc)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
+    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
+    cdef cnp.ndarray rm = _per_channel(running_mean, xc, "running_mean")
+    cdef cnp.ndarray rv = _per_channel(running_var, xc, "running_var")
+    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
+    cdef cnp.ndarray b = _per_channel(bias, xc, "bias")
+    if not eps > 0:
+        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
+    cdef cnp.ndarray y = _empty_like(xc)
+    cdef cnp.ndarray params = np.empty(3 * c, np.float64)
+    cdef void* px = _p(xc)
+    cdef void* pm = _p(rm)
+    cdef void* pv = _p(rv)
+    cdef void* pw = _p(w)
+    cdef void* pb = _p(b)
+    cdef void* py = _p(y)
+    cdef double* pp = <double*>_p(params)
+    if n * c * l and t == cnp.NPY_FLOAT32:
+        with nogil:
+            _forward_eval(<const float*>px, <const float*>pm, <const float*>pv,
+                          <const float*>pw, <const float*>pb, eps, <float*>py, pp, n, c, l)
+    elif n * c * l:
+        with nogil:
+            _forward_eval(<const double*>px, <const double*>pm, <const double*>pv,
+                          <const double*>pw, <const double*>pb, eps, <double*>py, pp, n, c, l)
+    return y
