@@ -62,35 +62,43 @@ cdef inline double _total(const double* a, Py_ssize_t w) noexcept nogil:
 
 
 cdef inline void _col_moments(const floating* x, Py_ssize_t rows, Py_ssize_t stride,
-                              Py_ssize_t w, const double* k, double* s1,
-                              double* s2) noexcept nogil:
+                              Py_ssize_t w, double* k, double* s1, double* s2) noexcept nogil:
     """s1[j] += sum_r d, s2[j] += sum_r d^2 with d = x[r, j] - k[j] (k: a shift near the
-    mean). Four rows per sweep: the accumulators are loaded and stored once per four rows."""
+    mean). Four rows per sweep: the double accumulators are touched once per four rows.
+
+    float32: k is first rounded to float (and written back, so the caller's mean k + s1/m
+    uses the shift really applied); d and the four-row partial sums are float, then added
+    to the double accumulators. With a shift near the mean each d is exact or one rounding
+    off, so this costs about one float ulp of var, and runs twice the lanes of double."""
     cdef Py_ssize_t r = 0, j
     cdef const floating* x0
     cdef const floating* x1
     cdef const floating* x2
     cdef const floating* x3
-    cdef double d0, d1, d2, d3
+    cdef floating d0, d1, d2, d3
+    cdef floating kf[TILE]
+    for j in range(w):
+        kf[j] = <floating>k[j]
+        k[j] = kf[j]
     while r + 4 <= rows:
         x0 = x + r * stride
         x1 = x0 + stride
         x2 = x1 + stride
         x3 = x2 + stride
         for j in range(w):
-            d0 = x0[j] - k[j]
-            d1 = x1[j] - k[j]
-            d2 = x2[j] - k[j]
-            d3 = x3[j] - k[j]
+            d0 = x0[j] - kf[j]
+            d1 = x1[j] - kf[j]
+            d2 = x2[j] - kf[j]
+            d3 = x3[j] - kf[j]
             s1[j] += (d0 + d1) + (d2 + d3)
             s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
         r += 4
     while r < rows:
         x0 = x + r * stride
         for j in range(w):
-            d0 = x0[j] - k[j]
+            d0 = x0[j] - kf[j]
             s1[j] += d0
-            s2[j] += d0 * d0
+            s2[j] += <double>d0 * d0
         r += 1
 
 
@@ -123,10 +131,10 @@ cdef inline void _col_affine(const floating* x, floating* y, Py_ssize_t rows, Py
 
 
 cdef inline void _col_dot(const floating* dy, const floating* x, Py_ssize_t rows,
-                          Py_ssize_t stride, Py_ssize_t w, const double* mu, double* sdy,
+                          Py_ssize_t stride, Py_ssize_t w, const floating* mu, double* sdy,
                           double* sdyx) noexcept nogil:
     """sdy[j] += sum_r dy[r, j], sdyx[j] += sum_r dy[r, j] * (x[r, j] - mu[j]); four rows
-    per sweep, as in _col_moments."""
+    per sweep in the input's precision, accumulated in double (as in _col_moments)."""
     cdef Py_ssize_t r = 0, j
     cdef const floating* g0
     cdef const floating* g1
@@ -146,7 +154,7 @@ cdef inline void _col_dot(const floating* dy, const floating* x, Py_ssize_t rows
         x2 = x1 + stride
         x3 = x2 + stride
         for j in range(w):
-            sdy[j] += (<double>g0[j] + g1[j]) + (<double>g2[j] + g3[j])
+            sdy[j] += (g0[j] + g1[j]) + (g2[j] + g3[j])
             sdyx[j] += ((g0[j] * (x0[j] - mu[j]) + g1[j] * (x1[j] - mu[j]))
                         + (g2[j] * (x2[j] - mu[j]) + g3[j] * (x3[j] - mu[j])))
         r += 4
@@ -155,7 +163,7 @@ cdef inline void _col_dot(const floating* dy, const floating* x, Py_ssize_t rows
         x0 = x + r * stride
         for j in range(w):
             sdy[j] += g0[j]
-            sdyx[j] += g0[j] * (x0[j] - mu[j])
+            sdyx[j] += <double>g0[j] * (x0[j] - mu[j])
         r += 1
 
 
@@ -289,7 +297,7 @@ cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py
         mu[j] = mean[j]
     _zero(a, w)
     _zero(b, w)
-    _col_dot(dy, x, n, C, w, mu, a, b)
+    _col_dot(dy, x, n, C, w, mean, a, b)
     for j in range(w):
         _dx_coefs(weight[j], invstd[j], a[j], b[j], m, &a[j], &b[j], &c[j],
                   &grads[j], &grads[C + j])
@@ -328,11 +336,12 @@ cdef void _train_channel(const floating* x, floating* y, Py_ssize_t n, Py_ssize_
     cdef double mean, var, inv
     cdef Py_ssize_t i, l0, w, nstrips = (L + TILE - 1) // TILE
     # sums shifted by the first element; again around the mean if that was far off
+    # (k[0] is the shift really applied: _col_moments rounds it for float32)
     _channel_sums(x, n, L, stride, x[0], k, s1, s2, t)
-    mean = x[0] + t[0] / m
+    mean = k[0] + t[0] / m
     if _shift_too_far(t[0], t[1], m):
         _channel_sums(x, n, L, stride, mean, k, s1, s2, t)
-        mean = mean + t[0] / m
+        mean = k[0] + t[0] / m
     var = _variance(t[0], t[1], m)
     inv = 1.0 / sqrt(var + eps)
     _fill(k, TILE, mean)
@@ -356,17 +365,20 @@ cdef void _backward_channel(const floating* dy, const floating* x, floating* dx,
     cdef double b[TILE]
     cdef double c[TILE]
     cdef double m = <double>n * L
+    cdef floating fmu[TILE]
     cdef double sdy = 0.0, sdyx = 0.0, ca, cb, cc
     cdef Py_ssize_t i, l0, w, nstrips = (L + TILE - 1) // TILE
     if m < 1.0:
         m = 1.0
     _fill(mu, TILE, mean)
+    for i in range(TILE):
+        fmu[i] = <floating>mean   # exact: mean came from a floating array
     for i in range(nstrips):
         l0 = i * TILE
         w = min(<Py_ssize_t>TILE, L - l0)
         _zero(a, w)
         _zero(b, w)
-        _col_dot(dy + l0, x + l0, n, stride, w, mu, a, b)
+        _col_dot(dy + l0, x + l0, n, stride, w, fmu, a, b)
         sdy += _total(a, w)
         sdyx += _total(b, w)
     _dx_coefs(weight, inv, sdy, sdyx, m, &ca, &cb, &cc, &grads[0], &grads[C])

@@ -189,6 +189,20 @@ def test_large_mean_float32_is_accurate(shape):
     assert abs(float(y.astype(np.float64).mean())) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(300, 20), (40, 3, 50), (6, 4, 700)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outlier_first_element_takes_the_exact_second_pass(shape, dtype):
+    """The one-pass sums are shifted by the first element; when it is an outlier the
+    kernel must redo them around the mean (without that pass float32 (N, C) fails here)."""
+    rng = np.random.default_rng(6)
+    x = (5.0 + 0.01 * rng.standard_normal(shape)).astype(dtype)
+    x[0] = 500.0   # first row: every channel's shift is an outlier
+    c = shape[1]
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    got = K.batch_norm_forward_train(x, w, b, 1e-5)
+    check_forward(got, reference("batch_norm_forward_train", x, w, b, 1e-5), x, w)
+
+
 @pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3), (2, 1, 1)])
 def test_backward_matches_central_differences_float64(shape):
     """dx, dweight, dbias are the gradient of sum(y * g) for the compiled forward."""
