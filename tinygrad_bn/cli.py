@@ -147,6 +147,10 @@ def build_parser():
     c.add_argument("--dropout", type=_probability, default=d["dropout"],
                    help="dropout probability before the classifier in the variants with "
                         "dropout (default: %(default)s)")
+    c.add_argument("--channels", type=_positive_int, nargs="+", default=d["channels"],
+                   metavar="C", help="output channels of each conv block; each block halves "
+                   "the image with a 2x2 max pool, so at most 4 blocks (default: "
+                   "%(default)s)")
     c.add_argument("--variants", nargs="+", choices=list(claims.VARIANTS),
                    default=list(claims.VARIANTS), metavar="NAME",
                    help="which variants to run (default: all: %(default)s)")
@@ -171,6 +175,7 @@ def _claims_config(args):
     return {"steps": args.steps, "batch_size": args.batch_size, "seeds": args.seeds,
             "seed": args.seed, "eval_every": args.eval_every, "eval_samples": args.eval_samples,
             "lr": args.lr, "momentum": args.momentum, "dropout": args.dropout,
+            "channels": list(args.channels),
             "variants": list(dict.fromkeys(args.variants))}
 
 

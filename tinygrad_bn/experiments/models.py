@@ -58,7 +58,7 @@ def forward_probed(model, x, probe_index):
 
 
 def claims_convnet(batch_norm, activation, dropout, generator, dropout_generator=None,
-                    channels=(16, 32)):
+                    channels=(8, 16)):
     """A small conv net for the Section 4.2 claims: [conv3x3-(BN)-act-maxpool2] x 2, linear.
 
     (N, 1, 28, 28) -> (N, 10). Weights are He-normal (std sqrt(2 / fan_in)) from `generator`,
