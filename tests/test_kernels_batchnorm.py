@@ -168,6 +168,23 @@ def test_threaded_paths_match_reference(shape, dtype, threads):
           scale=float(np.max(np.abs(x)) * np.max(np.abs(w * invstd))))
 
 
+@pytest.mark.parametrize("shape", [(257, 131), (3, 7, 1601)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_the_thread_count(shape, dtype):
+    """Every channel is summed in the same order however the channels are split."""
+    rng = np.random.default_rng(7)
+    c = shape[1]
+    x, dy = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    outs = []
+    for threads in (1, 2):
+        K.set_num_threads(threads)
+        fwd = K.batch_norm_forward_train(x, w, b, 1e-5)
+        bwd = K.batch_norm_backward(dy, x, fwd[1], fwd[3], w)
+        outs.append([a.tobytes() for a in fwd + bwd])
+    assert outs[0] == outs[1]
+
+
 @pytest.mark.parametrize("shape", [(500, 64), (64, 8, 300)])
 def test_large_mean_float32_is_accurate(shape):
     """mean 1e4, std 1 in float32: naive float sum-of-squares would lose every digit of var."""

@@ -63,16 +63,14 @@ def _rng():
     return np.random.default_rng(0)
 
 
-def _with_backend(name, fn):
-    def run():
-        with kernels.backend(name):
-            return fn()
-    return run
+# which kernels backend each implementation's block runs under (set once per block, so
+# the per-call cost of the context manager stays out of the timings)
+BACKENDS = {"ours": "cython", "numpy": "numpy", "torch": None}
 
 
 def _kernel_impls(fn, torch_fn):
-    """ours/numpy run fn through the dispatch; torch_fn (or None) is torch's version."""
-    impls = {"ours": _with_backend("cython", fn), "numpy": _with_backend("numpy", fn)}
+    """ours/numpy both run fn (through the dispatch); torch_fn (or None) is torch's version."""
+    impls = {"ours": fn, "numpy": fn}
     if torch_fn is not None:
         impls["torch"] = torch_fn
     return impls
@@ -222,7 +220,7 @@ def _mlp_case(batch_norm):
                 loss.backward()
                 opt.step()
                 return loss
-            impls = {"ours": _with_backend("cython", step), "numpy": _with_backend("numpy", step)}
+            impls = {"ours": step, "numpy": step}
         torch = _torch()
         if torch is not None:
             tnn = torch.nn
@@ -296,7 +294,9 @@ def run_case(case, threads, warmup, repeats, budget_s):
               "median_s": {}, "calls": {}, "ratios": {}, "gflops": None}
     for impl in IMPLS:
         if impl in impls:
-            median, calls = time_block(impls[impl], warmup, repeats, budget_s)
+            backend = BACKENDS[impl] or kernels.get_backend()
+            with kernels.backend(backend):
+                median, calls = time_block(impls[impl], warmup, repeats, budget_s)
             result["median_s"][impl] = median
             result["calls"][impl] = calls
         else:
