@@ -38,8 +38,8 @@ def _torch():
 # ---------------------------------------------------------------- timing
 
 def time_block(fn, warmup, repeats, budget_s):
-    """Median seconds per call of fn(): `warmup` untimed calls, then at least `repeats`
-    timed calls, more while the block has used less than budget_s."""
+    """(median, fastest, calls): seconds per call of fn() over `warmup` untimed calls, then
+    at least `repeats` timed calls, more while the block has used less than budget_s."""
     for _ in range(warmup):
         fn()
     times = []
@@ -48,7 +48,7 @@ def time_block(fn, warmup, repeats, budget_s):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
+    return statistics.median(times), min(times), len(times)
 
 
 class Case:
@@ -291,16 +291,16 @@ def environment(threads):
 def run_case(case, threads, warmup, repeats, budget_s):
     impls = case.setup()
     result = {"case": case.name, "shape": case.shape, "dtype": case.dtype, "threads": threads,
-              "median_s": {}, "calls": {}, "ratios": {}, "gflops": None}
+              "median_s": {}, "min_s": {}, "calls": {}, "ratios": {}, "gflops": None}
     for impl in IMPLS:
+        result["median_s"][impl] = result["min_s"][impl] = None
         if impl in impls:
             backend = BACKENDS[impl] or kernels.get_backend()
             with kernels.backend(backend):
-                median, calls = time_block(impls[impl], warmup, repeats, budget_s)
+                median, fastest, calls = time_block(impls[impl], warmup, repeats, budget_s)
             result["median_s"][impl] = median
+            result["min_s"][impl] = fastest
             result["calls"][impl] = calls
-        else:
-            result["median_s"][impl] = None
     ours = result["median_s"]["ours"]
     for other in ("numpy", "torch"):
         t = result["median_s"][other]
