@@ -4,13 +4,17 @@ x is (N, C) or (N, C, L); every channel reduces over N (and L). Both layouts are
 the same way: as a matrix whose rows are strided and whose columns are contiguous, with
 per-column accumulators. The inner loop is then element-wise over contiguous memory, so
 it vectorizes without the reassociation a scalar reduction would need (-ffast-math).
-  (N, C)    one matrix (N rows, C columns); threads take blocks of columns (channels).
+  (N, C)    one matrix (N rows, C columns); threads take blocks of columns (channels),
+            a block narrow enough to stay in L2 between its two passes.
   (N, C, L) channel c is the (N rows, L columns) matrix x[:, c, :]; threads take channels,
             strips of TILE columns keep the accumulators in L1.
-Statistics are two-pass in double (mean, then the corrected sum of squared deviations):
-exact enough for a mean far from zero, and the second pass reads data still in L2.
-Arguments are validated by tinygrad_bn.kernels; the def wrappers only make inputs
-contiguous (a copy only for strided views) and never enter nogil code with empty arrays.
+Passes: forward = statistics + normalize; backward = two sums + dx; eval = one affine pass.
+Statistics are one pass of sums shifted by the channel's first value, accumulated in
+double; when that shift lies far from the mean (where shifted sums lose digits) a second
+pass redoes them around the mean. float32 does its element arithmetic in float (twice the
+SIMD lanes) and only the accumulation in double; see _col_moments and _col_affine.
+Every channel is summed in the same order whatever the thread count: results are
+bit-identical across runs and thread counts.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -33,7 +37,7 @@ cdef extern from *:
     int tgbn_bn_threads() nogil
 
 cdef enum:
-    TILE = 512             # columns per strip of a (N, C, L) channel: 4 x 4 KiB accumulators
+    TILE = 512             # columns per strip / block: per-column arrays of 2-4 KiB stay in L1
     MIN_PARALLEL = 32768   # elements; below this waking a second thread costs more than it saves
     L2_BUDGET = 262144     # bytes of input a thread keeps cached between the passes of a block
 
@@ -252,8 +256,7 @@ cdef void _train_cols(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t C
     cdef double m = <double>n
     cdef Py_ssize_t j
     cdef int far
-    # one pass of sums shifted by the first row, a second only if a shift was far off;
-    # the per-channel loops are branch-free so they vectorize (sqrt and divide included)
+    # one pass of sums shifted by the first row, a second only if a shift was far off
     for j in range(w):
         k[j] = x[j]
     _zero(s1, w)
@@ -268,7 +271,7 @@ cdef void _train_cols(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t C
         _zero(s1, w)
         _zero(s2, w)
         _col_moments(x, n, C, w, k, s1, s2)
-    for j in range(w):   # stack arrays only: no aliasing, so this loop vectorizes
+    for j in range(w):   # stack arrays only, so no aliasing (sqrt stays scalar: errno)
         k[j] = k[j] + s1[j] / m
         s2[j] = _variance(s1[j], s2[j], m)
         s1[j] = 1.0 / sqrt(s2[j] + eps)
