@@ -22,7 +22,8 @@ def _randomize_bn(model, seed):
 
 
 def _mlp(bias, affine, seed):
-    return nn.Sequential(nn.Linear(6, 5, bias=bias, generator=seed), nn.BatchNorm1d(5, affine=affine),
+    return nn.Sequential(nn.Linear(6, 5, bias=bias, generator=seed),
+                         nn.BatchNorm1d(5, affine=affine),
                          nn.Sigmoid(), nn.Linear(5, 4, generator=seed + 1), nn.BatchNorm1d(4),
                          nn.Linear(4, 3, generator=seed + 2))
 

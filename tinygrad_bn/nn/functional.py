@@ -1,4 +1,5 @@
 """``tinygrad_bn.nn.functional``: the same functions as ``tinygrad_bn.functional``, so the
 PyTorch habit ``import tinygrad_bn.nn.functional as F`` works too."""
-from ..functional import (batch_norm, conv2d, cross_entropy, dropout, linear, log_softmax,  # noqa: F401
-                          max_pool2d, mse_loss, nll_loss, relu, sigmoid, softmax, tanh)
+from ..functional import (  # noqa: F401  (re-exports)
+    batch_norm, conv2d, cross_entropy, dropout, linear, log_softmax, max_pool2d, mse_loss,
+    nll_loss, relu, sigmoid, softmax, tanh)
