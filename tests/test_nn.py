@@ -412,6 +412,9 @@ def test_dropout_train_eval_and_generator():
     assert nn.Dropout(0.0)(x) is x
     with pytest.raises(ValueError, match="between 0 and 1"):
         nn.Dropout(1.5)
+    # a fresh layer with the same seed draws the same mask on every call: gradcheck-able
+    xc = tg.Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    assert tg.gradcheck(lambda t: nn.Dropout(0.4, generator=3)(t), [xc])
     # the gradient flows through the kept entries, scaled
     xg = tg.Tensor(np.ones((4, 5)), requires_grad=True)
     d.train()
