@@ -330,7 +330,8 @@ cdef void _channel_sums(const floating* x, Py_ssize_t n, Py_ssize_t L, Py_ssize_
 cdef void _train_channel(const floating* x, floating* y, Py_ssize_t n, Py_ssize_t L,
                          Py_ssize_t stride, double weight, double bias, double eps,
                          floating* stats, Py_ssize_t C) noexcept nogil:
-    """Forward of the channel whose (n, L) matrix starts at x; stats[0, C, 2C] <- mean, var, invstd."""
+    """Forward of the channel whose (n, L) matrix starts at x (rows `stride` apart);
+    stats[0], stats[C], stats[2C] <- mean, var, invstd."""
     cdef double k[TILE]
     cdef double s1[TILE]
     cdef double s2[TILE]

@@ -19,7 +19,8 @@ RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
 @pytest.fixture(autouse=True)
 def compiled_bn():
     missing = [k for k in BN_KERNELS if k not in K.info()["compiled_kernels"]]
-    assert not missing, f"compiled batch-norm kernels missing: {missing}; {K.info()['import_errors']}"
+    assert not missing, (f"compiled batch-norm kernels missing: {missing}; "
+                         f"{K.info()['import_errors']}")
     threads = K.get_num_threads()
     with K.backend("cython"):
         yield
@@ -275,7 +276,8 @@ def test_zero_size_axes():
     w, b = np.ones(3), np.zeros(3)
     x = np.zeros((0, 3, 4))
     dx, dw, db = K.batch_norm_backward(x, x, np.zeros(3), np.ones(3), w)
-    assert dx.shape == (0, 3, 4) and np.array_equal(dw, np.zeros(3)) and np.array_equal(db, np.zeros(3))
+    assert dx.shape == (0, 3, 4)
+    assert np.array_equal(dw, np.zeros(3)) and np.array_equal(db, np.zeros(3))
     assert K.batch_norm_forward_eval(np.zeros((0, 3)), w, w, w, b, 1e-5).shape == (0, 3)
     y, mean, var, invstd = K.batch_norm_forward_train(np.zeros((4, 0, 2), np.float32),
                                                       np.zeros(0, np.float32),
