@@ -162,6 +162,8 @@ def test_state_dict_round_trip_copies():
                         "body.0.bias", "body.0.running_mean", "body.0.running_var",
                         "body.0.num_batches_tracked", "body.2.weight", "body.2.bias"]
     assert all(type(v) is tg.Tensor for v in sd.values())
+    live = a.state_dict(prefix="net.", keep_vars=True)
+    assert live["net.fc.weight"] is a.fc.weight and live["net.scale"] is a.scale
     a.fc.weight.data[...] += 1.0             # a copy: the saved values do not follow
     assert not np.array_equal(sd["fc.weight"].data, a.fc.weight.data)
     weight = b.fc.weight

@@ -262,11 +262,14 @@ class Module:
                     if value is not None:
                         yield head + name, value
 
-    def state_dict(self):
+    def state_dict(self, prefix="", keep_vars=False):
         """{dotted name: Tensor} for every parameter and buffer (``0.weight``,
-        ``1.running_mean`` …). The values are detached *copies*: later training does
-        not change a saved state_dict."""
-        return {key: Tensor(value.data.copy()) for key, value in self._state_items()}
+        ``1.running_mean`` …), each key preceded by `prefix`. The values are detached
+        *copies*, so later training does not change a saved state_dict; with
+        ``keep_vars=True`` they are the module's own Parameters and buffers instead."""
+        if keep_vars:
+            return {prefix + key: value for key, value in self._state_items()}
+        return {prefix + key: Tensor(value.data.copy()) for key, value in self._state_items()}
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values (Tensors or ndarrays) into this module's parameters and buffers, in place.
