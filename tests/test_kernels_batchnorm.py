@@ -293,3 +293,25 @@ def test_compiled_wrapper_rejects_empty_channels_itself():
     from tinygrad_bn._ext import batchnorm
     with pytest.raises(ValueError, match="at least 1 value per channel"):
         batchnorm.batch_norm_forward_train(np.zeros((0, 3)), np.ones(3), np.zeros(3), 1e-5)
+
+
+def test_compiled_wrappers_check_what_memory_safety_depends_on():
+    """Called directly (past the dispatcher), a wrong dtype or length is an error, not a
+    read past the end of an array."""
+    from tinygrad_bn._ext import batchnorm
+    x = np.ones((4, 3), np.float32)
+    ok = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="weight must have dtype float32"):
+        batchnorm.batch_norm_forward_train(x, np.ones(3), ok, 1e-5)
+    with pytest.raises(ValueError, match=r"expected bias of shape \(3,\)"):
+        batchnorm.batch_norm_forward_train(x, ok, np.ones(2, np.float32), 1e-5)
+    with pytest.raises(ValueError, match="grad_out"):
+        batchnorm.batch_norm_backward(np.ones((4, 3, 1), np.float32), x, ok, ok, ok)
+    with pytest.raises(ValueError, match="grad_out"):
+        batchnorm.batch_norm_backward(np.ones((5, 3), np.float32), x, ok, ok, ok)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        batchnorm.batch_norm_forward_eval(x.astype(np.int32), ok, ok, ok, ok, 1e-5)
+    with pytest.raises(ValueError, match="2D or 3D"):
+        batchnorm.batch_norm_forward_eval(np.ones((2, 3, 1, 1), np.float32), ok, ok, ok, ok, 1e-5)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        batchnorm.batch_norm_forward_eval(x, ok, ok, ok, ok, 0.0)
