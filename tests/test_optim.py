@@ -155,6 +155,9 @@ def test_state_dict_round_trip():
         run(opt_b, b, GRADS[2:])
         for pa, pb in zip(a, b):
             np.testing.assert_array_equal(pa.data, pb.data)
+        bad = {"state": {7: {}}, "param_groups": sd["param_groups"]}
+        with pytest.raises(ValueError, match="no parameter group lists"):
+            make([_param([1.0, 2.0]), _param([3.0, 4.0])]).load_state_dict(bad)
         with pytest.raises(ValueError, match="parameters in state_dict"):
             make([_param([1.0, 2.0])]).load_state_dict(sd)
 

@@ -116,10 +116,14 @@ class Optimizer:
                                  f"parameters in state_dict, {len(own['params'])} here")
         params = {}
         for saved, own in zip(groups, self.param_groups):
-            params.update(zip(saved["params"], own["params"]))
+            params.update(zip((int(i) for i in saved["params"]), own["params"]))
         state = {}
         for key, s in state_dict["state"].items():
-            p = params[key]
+            index = int(key)   # ints, or their strings after a round trip through JSON
+            if index not in params:
+                raise ValueError(f"load_state_dict: state for parameter {key!r}, which no "
+                                 f"parameter group lists")
+            p = params[index]
             s = copy.deepcopy(s)
             for name, v in s.items():
                 if isinstance(v, np.ndarray):
