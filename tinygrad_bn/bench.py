@@ -10,7 +10,8 @@ small machine interleaving them slows whichever runs next (see KERNELS.md).
 Implementations: "ours" (tinygrad_bn.kernels, backend "cython"), "numpy" (the same
 dispatch with backend "numpy": our reference) and "torch" (PyTorch CPU, when importable,
 with torch.set_num_threads set to the same count). A ratio is other time / our time, so
-> 1 means ours is faster.
+> 1 means ours is faster. NumPy's BLAS fixes its thread count at import: for a fair
+single-thread run use `OPENBLAS_NUM_THREADS=1 tinygrad-bn bench --threads 1`.
 """
 import argparse
 import json
@@ -283,6 +284,8 @@ def environment(threads):
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
+        # NumPy's BLAS reads this once at import; --threads cannot change it afterwards
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
 
 
@@ -322,8 +325,10 @@ def format_table(env, results):
     lines = [
         f"tinygrad_bn bench | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
         f"OpenMP {env['openmp']} | flags {env['compiler_flags']}",
-        f"numpy {env['numpy']} | torch {env['torch'] or 'not installed'} | python {env['python']}"
-        f" | kernels on NumPy fallback: {', '.join(env['numpy_fallback']) or 'none'}",
+        f"numpy {env['numpy']} (BLAS threads: OPENBLAS_NUM_THREADS="
+        f"{env['openblas_num_threads'] or 'unset, all cores'}) | torch "
+        f"{env['torch'] or 'not installed'} | python {env['python']}",
+        f"kernels on NumPy fallback: {', '.join(env['numpy_fallback']) or 'none'}",
         "ratio = other time / our time (> 1: ours faster); times are medians in ms",
         "",
     ]
