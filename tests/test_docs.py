@@ -1,4 +1,4 @@
-"""Keep docs/tour.md and docs/api.md true.
+"""Keep docs/tour.md, docs/api.md (and docs/readme_snippets.md, text for the README) true.
 
 - Every ```python block runs, in order, in one namespace per file. A block right after an
   ``<!-- excerpt: PATH -->`` line is a copy of source code instead: it must still match PATH
@@ -23,7 +23,10 @@ import tinygrad_bn.function  # noqa: F401  (documented modules that `import tiny
 import tinygrad_bn.testing  # noqa: F401   does not load by itself)
 from tinygrad_bn import kernels
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+# file -> the directory its relative links start from (the snippets are for README.md)
+FILES = {"tour.md": DOCS, "api.md": DOCS, "readme_snippets.md": ROOT}
 EXCERPT = re.compile(r"<!--\s*excerpt:\s*(\S+)\s*-->")
 
 
@@ -60,7 +63,7 @@ def restored_kernel_settings():
         kernels.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("name", ["tour.md", "api.md"])
+@pytest.mark.parametrize("name", sorted(FILES))
 def test_python_blocks_run(name):
     path = DOCS / name
     runnable = [(line, code) for line, code, src in blocks(path) if src is None]
@@ -78,13 +81,13 @@ def test_python_blocks_run(name):
                                      f"failed: {type(e).__name__}: {e}") from e
 
 
-@pytest.mark.parametrize("name", ["tour.md", "api.md"])
+@pytest.mark.parametrize("name", sorted(FILES))
 def test_excerpts_match_their_source(name):
     path = DOCS / name
     for line, code, src in blocks(path):
         if src is None:
             continue
-        source = (path.parent / src).read_text(encoding="utf-8")
+        source = (FILES[name] / src).read_text(encoding="utf-8")
         pos = 0
         for chunk in re.split(r"\n[ \t]*\.\.\.[ \t]*(?:\n|$)", code):
             if not chunk.strip():
@@ -100,7 +103,7 @@ def test_tour_has_excerpts_and_runnable_blocks():
     assert sum(kinds) >= 3 and kinds.count(False) >= 8
 
 
-@pytest.mark.parametrize("name", ["tour.md", "api.md"])
+@pytest.mark.parametrize("name", sorted(FILES))
 def test_relative_links_exist(name):
     path = DOCS / name
     text = path.read_text(encoding="utf-8")
@@ -109,7 +112,7 @@ def test_relative_links_exist(name):
     assert relative, f"{name} links to no file of the project"
     for target in relative:
         if target:
-            assert (path.parent / target).exists(), f"{name}: broken link {target}"
+            assert (FILES[name] / target).exists(), f"{name}: broken link {target}"
 
 
 # ---------------------------------------------------------------- api.md coverage
