@@ -315,3 +315,25 @@ def test_compiled_wrappers_check_what_memory_safety_depends_on():
         batchnorm.batch_norm_forward_eval(np.ones((2, 3, 1, 1), np.float32), ok, ok, ok, ok, 1e-5)
     with pytest.raises(ValueError, match="eps must be > 0"):
         batchnorm.batch_norm_forward_eval(x, ok, ok, ok, ok, 0.0)
+
+
+@pytest.mark.parametrize("shape", [(60, 100), (8, 6, 5, 7)])
+def test_matches_pytorch(shape):
+    """An independent implementation: torch's fused CPU kernels, float64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    c = shape[1]
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    w, b = rng.standard_normal(c), rng.standard_normal(c)
+    x3, dy3 = x.reshape(shape[0], c, -1), dy.reshape(shape[0], c, -1)
+    y, mean, var, invstd = K.batch_norm_forward_train(x3, w, b, 1e-5)
+    dx, dw, db = K.batch_norm_backward(dy3, x3, mean, invstd, w)
+    t = [torch.from_numpy(a) for a in (x, dy, w, b)]
+    ty, tmean, tinvstd = torch.ops.aten.native_batch_norm(t[0], t[2], t[3], None, None, True,
+                                                          0.1, 1e-5)
+    tdx, tdw, tdb = torch.ops.aten.native_batch_norm_backward(
+        t[1], t[0], t[2], None, None, tmean, tinvstd, True, 1e-5, [True, True, True])
+    for ours, theirs in ((y, ty), (mean, tmean), (invstd, tinvstd), (dx, tdx), (dw, tdw),
+                         (db, tdb)):
+        np.testing.assert_allclose(ours.reshape(theirs.shape), theirs.numpy(), rtol=1e-10,
+                                   atol=1e-10)
