@@ -151,8 +151,8 @@ def main(argv=None):
     for name in ("ema", "cumulative"):
         print(f"running_var  {name:>10}   {history[name][-1][1]}")
     m = args.batch_size
-    print(f"average of biased var_B  {biased.mean(axis=0)}   (too small by (m-1)/m = {(m - 1) / m:.3f}: "
-          f"why running_var uses m/(m-1) var_B)")
+    print(f"average of biased var_B  {biased.mean(axis=0)}   (too small by (m-1)/m = "
+          f"{(m - 1) / m:.3f}: why running_var uses m/(m-1) var_B)")
     plot(history, biased, true_mean, true_var, args.batch_size, args.out)
     print(f"wrote {args.out}")
 

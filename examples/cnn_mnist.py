@@ -57,10 +57,17 @@ def main(argv=None):
     p.add_argument("--eval-images", type=int, default=1000, help="test images to evaluate")
     p.add_argument("--repeats", type=int, default=15, help="timed inference repeats")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for the compiled kernels (default: all available cores)")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: load_mnist's)")
     args = p.parse_args(argv)
-    if min(args.steps, args.eval_images, args.repeats) < 1 or args.batch_size < 2:
-        p.error("--steps, --eval-images, --repeats must be >= 1 and --batch-size >= 2")
+    if min(args.steps, args.eval_images, args.repeats) < 1 \
+            or (args.threads is not None and args.threads < 1) \
+            or args.batch_size < 2:
+        p.error("--steps, --eval-images, --repeats, --threads must be >= 1 and "
+                "--batch-size >= 2")
+    if args.threads is not None:
+        tg.kernels.set_num_threads(args.threads)
 
     try:
         (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir)
