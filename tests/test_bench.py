@@ -65,3 +65,16 @@ def test_time_block_takes_a_median_after_warmup():
     median, fastest, n = bench.time_block(lambda: calls.append(1), warmup=3, repeats=5,
                                           budget_s=0.0)
     assert n == 5 and len(calls) == 8 and 0 <= fastest <= median
+
+
+def test_without_compiled_kernels_ours_is_reported_as_missing(monkeypatch):
+    """No extension: "ours" is n/a (never the reference timed under another name)."""
+    from tinygrad_bn import kernels
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_backend", "numpy")
+    case = next(c for c in bench.all_cases() if c.shape == "60x100")
+    r = bench.run_case(case, 1, warmup=0, repeats=1, budget_s=0.0)
+    assert r["median_s"]["ours"] is None and r["median_s"]["numpy"] > 0
+    assert r["ratios"] == {"numpy/ours": None, "torch/ours": None}
+    table = bench.format_table(bench.environment(1), [r])
+    assert "n/a" in table.splitlines()[-1]
