@@ -5,7 +5,9 @@ import os
 import platform
 import sys
 
+import matplotlib
 import numpy as np
+import tqdm
 
 from .. import __version__, kernels
 from ..data import flatten, load_mnist, to_float
@@ -29,11 +31,11 @@ def load_data(data_dir, download, conv):
 def environment(threads):
     """Versions and machine facts recorded beside every result."""
     info = kernels.info()
-    env = {"tinygrad_bn": __version__, "python": sys.version.split()[0],
-           "numpy": np.__version__, "platform": platform.platform(), "cpu": _cpu_name(),
+    return {"tinygrad_bn": __version__, "python": sys.version.split()[0],
+           "numpy": np.__version__, "matplotlib": matplotlib.__version__,
+           "tqdm": tqdm.__version__, "platform": platform.platform(), "cpu": _cpu_name(),
            "cpu_count": os.cpu_count(), "threads": threads, "backend": info["backend"],
            "openmp": info["openmp"], "numpy_fallback_kernels": info["numpy_fallback"]}
-    return env
 
 
 def _cpu_name():

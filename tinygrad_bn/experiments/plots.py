@@ -31,8 +31,9 @@ def fig1(results, path):
             axes[0].fill_between(steps, accs.min(axis=0), accs.max(axis=0),
                                  color=COLORS[network], alpha=0.2, linewidth=0)
     axes[0].set(title="(a) test accuracy", xlabel="training steps", ylabel="accuracy")
-    lo = min(min(r["curve"]["test_acc"][1:] or [0.9]) for r in runs)
-    axes[0].set_ylim(max(0.0, min(0.9, lo) - 0.01), 1.0)
+    # the paper's scale (0.7 to 1) when both nets get there; a short run shows everything
+    finals = [r["curve"]["test_acc"][-1] for r in runs]
+    axes[0].set_ylim(0.7 if min(finals) > 0.8 else 0.0, 1.0)
     axes[0].legend(loc="lower right")
     axes[0].grid(alpha=0.3)
     unit = results["config"].get("unit", 0)

@@ -1,4 +1,6 @@
 """Markdown reports of the experiments (written to report.md and printed at the end of a run)."""
+import math
+
 from .common import fmt_acc, fmt_steps
 
 NAMES = {"vanilla": "Without BN", "bn": "With BN"}
@@ -57,19 +59,30 @@ def _fig1_reading(s):
             out.append(f"Without BN the network reaches {float(t):.0%} after {sv:,} steps; "
                        f"with BN it does not.")
     dv, db = v["drift"], b["drift"]
-    out.append(f"The probed sigmoid input moves without BN: its median goes from "
-               f"{dv['median_early']:+.2f} to {dv['median_late']:+.2f} and its spread from "
-               f"{dv['spread_early']:.2f} to {dv['spread_late']:.2f}; with BN the median goes "
-               f"from {db['median_early']:+.2f} to {db['median_late']:+.2f} and the spread "
-               f"from {db['spread_early']:.2f} to {db['spread_late']:.2f}.")
+    out.append(f"Between step {dv['early_step']:,} and the end, the probed sigmoid input's "
+               f"median moves from {dv['median_early']:+.2f} to {dv['median_late']:+.2f} "
+               f"without BN and from {db['median_early']:+.2f} to {db['median_late']:+.2f} "
+               f"with BN; its spread (p85 - p15) changes by a factor "
+               f"{_ratio(dv['spread_ratio'])} without BN and {_ratio(db['spread_ratio'])} "
+               f"with BN.")
     faster = diff > 0 and (b["auc"] or 0) > (v["auc"] or 0)
-    stable = abs(db["median_change"]) < abs(dv["median_change"])
+    stable = (_log_change(db["spread_ratio"]) < _log_change(dv["spread_ratio"])
+              and abs(db["median_change"]) <= abs(dv["median_change"]) + 0.25)
     out.append(("As in the paper's Figure 1, BN trains faster and higher"
                 if faster else "Unlike the paper's Figure 1, BN does not train both faster and "
                 "higher here")
-               + (" and keeps the sigmoid's input distribution more stable." if stable else
-                  ", and the BN net's input median moved more than the vanilla net's."))
+               + ("; and the BN net's sigmoid input is the more stable of the two." if stable
+                  else "; but the BN net's sigmoid input is not clearly more stable here."))
     return " ".join(out)
+
+
+def _ratio(r):
+    return "n/a" if r is None else f"{r:.2f}"
+
+
+def _log_change(r):
+    """How far a ratio is from 1 on a log scale (x2 and x0.5 count the same)."""
+    return float("inf") if r is None or r <= 0 else abs(math.log(r))
 
 
 def claims(results):
