@@ -76,6 +76,8 @@ def test_cnn_mnist_folding_agrees_and_reports_speed(tmp_path):
     speed = re.search(r"unfolded ([\d.]+) ms, folded ([\d.]+) ms, speed-up ([\d.]+)x", out)
     assert speed and float(speed[1]) > 0 and float(speed[2]) > 0, out
     assert float(speed[3]) == pytest.approx(float(speed[1]) / float(speed[2]), rel=0.05, abs=0.01)
+    bn = re.search(r"BatchNorm2d layers alone take ([\d.]+) ms \((\d+)% of", out)
+    assert bn and float(bn[1]) > 0, out
 
 
 def test_custom_op_passes_and_catches_the_bug(tmp_path):
