@@ -51,8 +51,12 @@ def blocks(path):
 
 
 @contextlib.contextmanager
-def restored_kernel_settings():
+def restored_global_state():
+    """Leave the kernel backend, thread count and default generator as they were."""
+    from tinygrad_bn import tensor
+
     backend, threads = kernels.get_backend(), kernels.get_num_threads()
+    rng = tensor._default_rng
     # One thread: on a busy 2-core machine spinning OpenMP threads made the tour's training
     # block 25x slower (0.5 s -> 13 s); the results do not depend on the thread count.
     kernels.set_num_threads(1)
@@ -61,6 +65,7 @@ def restored_kernel_settings():
     finally:
         kernels.set_backend(backend)
         kernels.set_num_threads(threads)
+        tensor._default_rng = rng
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -69,7 +74,7 @@ def test_python_blocks_run(name):
     runnable = [(line, code) for line, code, src in blocks(path) if src is None]
     assert runnable, f"{name} has no runnable python block"
     namespace = {"__name__": f"docs_{name.replace('.', '_')}"}
-    with restored_kernel_settings(), contextlib.redirect_stdout(io.StringIO()):
+    with restored_global_state(), contextlib.redirect_stdout(io.StringIO()):
         for line, code in runnable:
             try:
                 exec(compile(code, f"{path}:{line}", "exec"), namespace)
