@@ -155,9 +155,11 @@ def test_forward_eval_matches_reference(case):
 
 
 # Shapes past the serial threshold (32768 elements) so the threaded paths run: (N, C) with
-# one block per thread, (N, C) with many narrow L2-capped blocks, (N, C, L) with L over a
-# strip (512) and not a multiple of it, L = 1 routed to the (N, C) walk, C = 1.
-BIG = [(257, 131), (2049, 33), (3, 7, 1601), (64, 5, 113), (40000, 1), (9, 2, 2000, )]
+# one block per thread (rows of whole cache lines, or C >= 512 with a boundary inside a
+# line), (N, C) with many narrow L2-capped blocks, (N, C) kept serial (C = 131), (N, C, L)
+# with L over a strip (512) and not a multiple of it, L = 1 routed to the (N, C) walk, C = 1.
+BIG = [(257, 144), (40, 1030), (2049, 48), (257, 131), (3, 7, 1601), (64, 5, 113),
+       (40000, 1), (9, 2, 2000)]
 
 
 @pytest.mark.parametrize("shape", BIG)
@@ -182,7 +184,7 @@ def test_threaded_paths_match_reference(shape, dtype, threads):
           scale=float(np.max(np.abs(x)) * np.max(np.abs(w * invstd))))
 
 
-@pytest.mark.parametrize("shape", [(257, 131), (3, 7, 1601)])
+@pytest.mark.parametrize("shape", [(257, 144), (40, 1030), (3, 7, 1601)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_results_do_not_depend_on_the_thread_count(shape, dtype):
     """Every channel is summed in the same order however the channels are split."""

@@ -93,8 +93,8 @@ def _kernel_calls(dtype):
     xp = r(3, 4, 30, 31)
     y, argmax = K.max_pool2d_forward(xp, 2, 2, 0)
     xb, dyb = r(64, 40, 30), r(64, 40, 30)
-    x2, dy2 = r(300, 130), r(300, 130)
-    c3, c2 = r(40), r(130)
+    x2, dy2 = r(300, 144), r(300, 144)
+    c3, c2 = r(40), r(144)
     inv3, inv2 = np.abs(c3) + 0.5, np.abs(c2) + 0.5
     return {
         "matmul": lambda: K.matmul(a, b),
