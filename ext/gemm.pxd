@@ -46,7 +46,7 @@ cdef inline void micro_tile(Py_ssize_t kc,
                             const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
                             const floating* b, Py_ssize_t b_ks,
                             floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
-    """c[:mr, :nr] (+)= a[:mr, :kc] @ b[:kc, :NR]; a(r, k) = a[r*a_rs + k*a_ks], b(k, j) = b[k*b_ks + j]."""
+    """c[:mr, :nr] (+)= a[:mr, :kc] @ b[:kc, :NR] for kc >= 1; a(r, k) = a[r*a_rs + k*a_ks], b(k, j) = b[k*b_ks + j]."""
     cdef floating acc[MR][NR]
     cdef floating x0, x1, x2, x3, x4, x5, bj
     cdef Py_ssize_t k, j, r
@@ -57,8 +57,23 @@ cdef inline void micro_tile(Py_ssize_t kc,
     cdef const floating* a3 = a + (3 if mr > 3 else mr - 1) * a_rs
     cdef const floating* a4 = a + (4 if mr > 4 else mr - 1) * a_rs
     cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
-    memset(&acc[0][0], 0, sizeof(acc))
-    for k in range(kc):
+    # k = 0 initializes acc: zeroing it first becomes a memset call, which pins acc in memory
+    for j in range(NR):
+        bj = b[j]
+        acc[0][j] = a0[0] * bj
+        acc[1][j] = a1[0] * bj
+        acc[2][j] = a2[0] * bj
+        acc[3][j] = a3[0] * bj
+        acc[4][j] = a4[0] * bj
+        acc[5][j] = a5[0] * bj
+    for k in range(1, kc):
+        a0 += a_ks
+        a1 += a_ks
+        a2 += a_ks
+        a3 += a_ks
+        a4 += a_ks
+        a5 += a_ks
+        b += b_ks
         x0 = a0[0]
         x1 = a1[0]
         x2 = a2[0]
@@ -75,13 +90,6 @@ cdef inline void micro_tile(Py_ssize_t kc,
             acc[3][j] += x3 * bj
             acc[4][j] += x4 * bj
             acc[5][j] += x5 * bj
-        a0 += a_ks
-        a1 += a_ks
-        a2 += a_ks
-        a3 += a_ks
-        a4 += a_ks
-        a5 += a_ks
-        b += b_ks
     if mr == MR and nr == NR:
         if add:
             for r in range(MR):

@@ -1,0 +1,186 @@
+"""Compiled conv2d and max_pool2d (ext/conv2d.pyx) against the NumPy reference kernels.
+
+Calls go through tinygrad_bn.kernels with the "cython" backend; the oracle is
+tinygrad_bn.kernels.reference evaluated in float64. Shapes include zero-size axes, 1x1
+maps and kernels, strides and paddings that leave ragged edges, and non-contiguous inputs;
+every case runs on 1 and 2 threads.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinygrad_bn import kernels as K
+from tinygrad_bn.kernels import reference as R
+
+K.require_extension()   # a missing build fails this module instead of testing NumPy against itself
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+LAYOUTS = st.sampled_from(["c", "step", "neg", "channels_last"])
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = K.get_num_threads()
+    K.set_num_threads(request.param)
+    with K.backend("cython"):
+        yield request.param
+    K.set_num_threads(before)
+
+
+def layout(a, how):
+    """The values of the 4D array `a` in another memory layout."""
+    if how == "c":
+        return np.ascontiguousarray(a)
+    if how == "step":
+        big = np.zeros(a.shape[:2] + (2 * a.shape[2], 2 * a.shape[3]), a.dtype)
+        big[:, :, ::2, ::2] = a
+        return big[:, :, ::2, ::2]
+    if how == "neg":
+        return np.ascontiguousarray(a[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    if how == "channels_last":
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    raise ValueError(how)
+
+
+def ref_conv(x, w, g, stride, padding):
+    """(y, dx, dw) from the reference in float64, plus the same for |x|, |w|, |g| (error scales)."""
+    out = []
+    for xx, ww, gg in [(x, w, g), (np.abs(x), np.abs(w), np.abs(g))]:
+        xx, ww, gg = (v.astype(np.float64) for v in (xx, ww, gg))
+        y = R.conv2d_forward(xx, ww, stride, padding)
+        if gg.size:   # the reference cannot reshape an empty grad_out; an empty sum is 0
+            dx, dw = R.conv2d_backward(xx, ww, gg, stride, padding)
+        else:
+            dx, dw = np.zeros_like(xx), np.zeros_like(ww)
+        out.append((y, dx, dw))
+    return out
+
+
+def close(got, want, scale, dtype, k):
+    """|got - want| <= rtol * scale, scale = the same sum over absolute values, k terms each."""
+    rtol = 1e-12 if dtype == np.float64 else 2e-6 * np.sqrt(k + 1)
+    assert got.shape == want.shape and got.dtype == dtype, (got.shape, got.dtype, want.shape)
+    assert got.flags.c_contiguous
+    err = np.abs(got.astype(np.float64) - want)
+    assert np.all(err <= rtol * scale + 1e-300), f"max error {err.max()}"
+
+
+@st.composite
+def conv_case(draw):
+    n, c, o = draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(0, 5))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 10))
+    w = draw(st.integers(max(1, kw - 2 * pw), 10))
+    return (n, c, h, w), (o, c, kh, kw), (sh, sw), (ph, pw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=conv_case(), dtype=DTYPES, lx=LAYOUTS, lw=LAYOUTS, lg=LAYOUTS,
+       seed=st.integers(0, 2**32 - 1))
+def test_conv2d_matches_reference(threads, case, dtype, lx, lw, lg, seed):
+    xs, ws, stride, padding = case
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, xs).astype(dtype)
+    w = rng.uniform(-1, 1, ws).astype(dtype)
+    oh = (xs[2] + 2 * padding[0] - ws[2]) // stride[0] + 1
+    ow = (xs[3] + 2 * padding[1] - ws[3]) // stride[1] + 1
+    g = rng.uniform(-1, 1, (xs[0], ws[0], oh, ow)).astype(dtype)
+    (y, dx, dw), (sy, sdx, sdw) = ref_conv(x, w, g, stride, padding)
+
+    got_y = K.conv2d_forward(layout(x, lx), layout(w, lw), stride, padding)
+    got_dx, got_dw = K.conv2d_backward(layout(x, lx), layout(w, lw), layout(g, lg), stride, padding)
+    ckk = ws[1] * ws[2] * ws[3]
+    close(got_y, y, sy, dtype, ckk)
+    close(got_dx, dx, sdx, dtype, ws[0] * ws[2] * ws[3])
+    close(got_dw, dw, sdw, dtype, xs[0] * oh * ow)
+
+
+@pytest.mark.parametrize("n,c,hw,o", [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1)])
+def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
+    """The benchmark's layers (k3 p1) and a single image (the GEMM-threaded path)."""
+    rng = np.random.default_rng(n * c + o)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
+        w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+        g = rng.standard_normal((n, o, hw, hw)).astype(dtype)
+        (y, dx, dw), (sy, sdx, sdw) = ref_conv(x, w, g, (1, 1), (1, 1))
+        close(K.conv2d_forward(x, w, 1, 1), y, sy, dtype, c * 9)
+        got_dx, got_dw = K.conv2d_backward(x, w, g, 1, 1)
+        close(got_dx, dx, sdx, dtype, o * 9)
+        close(got_dw, dw, sdw, dtype, n * hw * hw)
+
+
+def test_conv2d_deterministic(threads):
+    """Same inputs and thread count -> bit-identical outputs (dW partials summed in a fixed order)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 5, 11, 11)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((9, 7, 6, 6)).astype(np.float32)
+    first = K.conv2d_forward(x, w, 2, 1), *K.conv2d_backward(x, w, g, 2, 1)
+    for _ in range(3):
+        again = K.conv2d_forward(x, w, 2, 1), *K.conv2d_backward(x, w, g, 2, 1)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- max_pool2d
+
+@st.composite
+def pool_case(draw):
+    n, c = draw(st.integers(0, 3)), draw(st.integers(0, 4))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+
+
+# few distinct values (many ties), plus -inf, which padding must never beat
+POOL_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, -np.inf])
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=pool_case(), dtype=DTYPES, lx=LAYOUTS, data=st.data())
+def test_max_pool2d_matches_reference_exactly(threads, case, dtype, lx, data):
+    xs, k, stride, padding = case
+    x = np.array(data.draw(st.lists(POOL_VALUES, min_size=int(np.prod(xs)),
+                                    max_size=int(np.prod(xs)))), dtype=dtype).reshape(xs)
+    y, arg = K.max_pool2d_forward(layout(x, lx), k, stride, padding)
+    want_y, want_arg = R.max_pool2d_forward(x, k, stride, padding)
+    assert y.dtype == dtype and arg.dtype == np.int64 and y.shape == want_y.shape
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(arg, want_arg)   # ties: first in row-major window order
+
+    g = np.random.default_rng(len(x.shape)).standard_normal(y.shape).astype(dtype)
+    dx = K.max_pool2d_backward(layout(g, lx), arg, xs)
+    assert dx.shape == xs and dx.dtype == dtype
+    if g.size:
+        np.testing.assert_allclose(dx, R.max_pool2d_backward(g, want_arg, xs), rtol=1e-6, atol=0)
+    else:
+        assert not dx.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool2d_overlapping_windows_accumulate(threads, dtype):
+    """Stride < kernel: one input can win several windows; backward adds every gradient."""
+    x = np.zeros((2, 3, 5, 5), dtype)
+    x[:, :, 2, 2] = 1.0
+    y, arg = K.max_pool2d_forward(x, (3, 3), (1, 1), (1, 1))
+    dx = K.max_pool2d_backward(np.ones_like(y), arg, x.shape)
+    assert dx[0, 0, 2, 2] == 9.0   # the centre wins all 9 windows that contain it
+    np.testing.assert_array_equal(dx, R.max_pool2d_backward(np.ones_like(y), arg, x.shape))
+
+
+def test_max_pool2d_large_parallel_planes(threads):
+    """Enough planes for the threaded path; compared against the reference."""
+    x = np.random.default_rng(4).standard_normal((16, 32, 14, 14)).astype(np.float32)
+    y, arg = K.max_pool2d_forward(x, 2, 2, 0)
+    want_y, want_arg = R.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(arg, want_arg)
+    g = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(K.max_pool2d_backward(g, arg, x.shape),
+                                  R.max_pool2d_backward(g, arg, x.shape))
