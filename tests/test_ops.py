@@ -369,3 +369,17 @@ def test_ops_never_mutate_inputs(a, w):
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(x.numpy(), a0)
     np.testing.assert_array_equal(wt.numpy(), w0)
+
+
+# ------------------------------------------------------------------ linear (fused)
+
+@given(lead=st.sampled_from([(), (3,), (2, 3)]), i=st.integers(1, 4), o=st.integers(1, 4),
+       data=st.data(), with_bias=st.booleans())
+def test_linear(lead, i, o, data, with_bias):
+    x, w = data.draw(arrays(lead + (i,))), data.draw(arrays((o, i)))
+    b = data.draw(arrays((o,))) if with_bias else None
+    out = F.linear(T(x), T(w), None if b is None else T(b))
+    np.testing.assert_allclose(out.numpy(), x @ w.T + (0 if b is None else b), rtol=1e-12,
+                               atol=1e-12)
+    args = [T(x), T(w)] + ([T(b)] if with_bias else [])
+    assert tg.gradcheck(F.linear, args)

@@ -145,6 +145,27 @@ def test_grad_is_an_owned_writeable_array():
     assert x.grad.numpy().flags.writeable and x.grad.numpy().flags.owndata
 
 
+def test_leaves_never_share_gradient_memory():
+    x = tg.Tensor(np.ones(3), requires_grad=True)
+    y = tg.Tensor(np.ones(3), requires_grad=True)
+    g = np.array([1.0, 2.0, 3.0])
+    (x + y).backward(g)                      # add hands the same array to both inputs
+    assert not np.shares_memory(x.grad.numpy(), y.grad.numpy())
+    assert not np.shares_memory(x.grad.numpy(), g)
+    x.grad.numpy()[...] = 0
+    np.testing.assert_array_equal(y.grad.numpy(), g)
+
+
+def test_linear_weight_gradient_is_c_ordered():
+    import tinygrad_bn.functional as F
+    w = tg.Tensor(np.ones((4, 3)), requires_grad=True)
+    F.linear(tg.ones(5, 3, dtype=np.float64), w).sum().backward()
+    assert w.grad.numpy().flags.c_contiguous
+    v = tg.Tensor(np.ones((4, 3)), requires_grad=True)
+    (tg.ones(5, 3, dtype=np.float64) @ v.T).sum().backward()
+    assert v.grad.numpy().flags.c_contiguous
+
+
 def test_astype_is_differentiable():
     x = tg.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
     y = x.double() * 3

@@ -85,9 +85,18 @@ def mse_loss(input, target, reduction="mean"):
 # ---------------------------------------------------------------- layers
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight of shape (out_features, in_features)."""
-    y = x @ weight.T
-    return y if bias is None else y + bias
+    """x @ weight.T + bias over the last axis: (*, in) -> (*, out), weight (out, in)."""
+    _tensor(x, "input", "linear")
+    _tensor(weight, "weight", "linear")
+    if x.ndim < 1 or weight.ndim != 2:
+        raise ValueError(f"linear: expected input (*, in) and 2D weight (out, in), got "
+                         f"{x.shape} and {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    if len({t.dtype for t in args}) > 1:
+        args = tuple(t.astype(np.float64) for t in args)
+    return ops.Linear.apply(*args)
 
 
 def _conv_check(x, weight, bias):

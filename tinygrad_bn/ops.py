@@ -158,9 +158,13 @@ class Relu(Function):
 
 class Sigmoid(Function):
     def forward(self, x):
-        # exp(-|x|) never overflows: 1/(1+e) for x >= 0, e/(1+e) for x < 0
-        e = np.exp(-np.abs(x))
-        self.out = np.where(x >= 0, 1, e) / (1 + e)
+        # 1 / (1 + exp(-x)): for x << 0 exp overflows to inf and the result is exactly 0,
+        # the correctly rounded value, so the overflow warning is noise
+        out = np.negative(x, out=np.empty_like(x))
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1
+        self.out = np.reciprocal(out, out=out)
         return self.out
 
     def backward(self, grad):
@@ -301,6 +305,14 @@ def _batched_matmul(a, b):
     return kernels.matmul(a3, b3).reshape(batch + (a.shape[-2], b.shape[-1]))
 
 
+def _matmul_into_layout(x, y, like):
+    """x @ y, computed as (y^T @ x^T)^T when `like` is a transposed 2-D view, so that the
+    result has like's memory order (a gradient laid out as its parameter)."""
+    if like.ndim == 2 and not like.flags.c_contiguous and like.flags.f_contiguous:
+        return kernels.matmul(y.T, x.T).T
+    return _batched_matmul(x, y)
+
+
 class MatMul(Function):
     def forward(self, a, b):
         if a.shape[-1] != b.shape[-2]:
@@ -317,11 +329,39 @@ class MatMul(Function):
     def backward(self, grad):
         need_a, need_b = self.needs_input_grad
         da = db = None
-        if need_a:   # dA = dC @ B^T, passed as a transposed view (no copy)
-            da = unbroadcast(_batched_matmul(grad, np.swapaxes(self.b, -1, -2)), self.a.shape)
+        bt, at = np.swapaxes(self.b, -1, -2), np.swapaxes(self.a, -1, -2)  # views, no copy
+        if need_a:   # dA = dC @ B^T
+            da = unbroadcast(_matmul_into_layout(grad, bt, self.a), self.a.shape)
         if need_b:   # dB = A^T @ dC
-            db = unbroadcast(_batched_matmul(np.swapaxes(self.a, -1, -2), grad), self.b.shape)
+            db = unbroadcast(_matmul_into_layout(at, grad, self.b), self.b.shape)
         return da, db
+
+
+class Linear(Function):
+    """y = x @ W^T + b over the last axis of x (*, in); W is (out, in) as in PyTorch.
+
+    Fused so a layer is one graph node and dW = dy^T @ x comes out in W's own layout.
+    """
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input {x.shape} has {x.shape[-1]} features, weight "
+                             f"{weight.shape} expects {weight.shape[1]}")
+        self.x2 = x.reshape(-1, x.shape[-1])
+        self.x_shape, self.weight = x.shape, weight
+        y = kernels.matmul(self.x2, weight.T)
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, grad):
+        g2 = grad.reshape(-1, self.weight.shape[0])
+        dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) \
+            if self.needs_input_grad[0] else None
+        dw = kernels.matmul(g2.T, self.x2) if self.needs_input_grad[1] else None
+        if len(self.needs_input_grad) == 2:
+            return dx, dw
+        return dx, dw, g2.sum(axis=0)
 
 
 def matmul(a, b):

@@ -229,16 +229,17 @@ class Tensor:
                                    f"outputs, got shape {self.shape}; pass grad=")
             grad = np.ones_like(self.data)
         else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+            grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad shape {grad.shape} != tensor shape {self.shape}")
         grads = {id(self): grad}
+        claimed = set()   # arrays already adopted as some leaf's .grad in this pass
         for node in reversed(_topological_order(self)):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node._ctx is None:
-                node._accumulate(g)
+                node._accumulate(g, claimed)
                 continue
             ctx = node._ctx
             for parent, pg in zip(ctx.parents, ctx.backward(g)):
@@ -247,16 +248,21 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
-    def _accumulate(self, g):
+    def _accumulate(self, g, claimed):
+        """Add g to .grad. A fresh C-ordered array from backward is adopted without a
+        copy; read-only broadcasts, other layouts and arrays another leaf already holds
+        are copied, so every .grad owns its memory."""
         if g.dtype != self.dtype:
             g = g.astype(self.dtype)
-        if self.grad is None:
-            # own the memory: g may be a broadcast or a view of another array
-            if g.base is not None or not g.flags.writeable or not g.flags.c_contiguous:
-                g = np.array(g)
-            self.grad = Tensor(g)
-        else:
+        if self.grad is not None:
             self.grad = Tensor(self.grad.data + g)
+            return
+        base = g if g.base is None else g.base
+        if id(base) in claimed or not g.flags.writeable or not g.flags.c_contiguous:
+            g = np.array(g, order="C")
+            base = g
+        claimed.add(id(base))
+        self.grad = Tensor(g)
 
     # ------------------------------------------------------------ arithmetic
     def __add__(self, other): return _ops.Add.apply(*_pair(self, other))
