@@ -116,7 +116,8 @@ cdef int _conv_forward(const floating* x, const floating* w, floating* y,
     if cols == NULL:
         return -1
     if per_image:
-        for n in prange(N, schedule='static'):
+        # dynamic: on a busy machine a descheduled thread does not hold up the others
+        for n in prange(N, schedule='dynamic'):
             buf = cols + threadid() * CKK * P
             im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, buf)
             if gemm(O, P, CKK, w, CKK, 1, buf, P, 1, y + n * O * P, P, False, False) < 0:
@@ -130,6 +131,15 @@ cdef int _conv_forward(const floating* x, const floating* w, floating* y,
     return -1 if failed else 0
 
 
+cdef inline int _dw_add(bint dw_rows, Py_ssize_t O, Py_ssize_t CKK, Py_ssize_t P,
+                        const floating* dy, const floating* cols, floating* part,
+                        bint threaded) noexcept nogil:
+    """part += dy (O, P) @ cols^T as (O, CKK) when dw_rows, else its transpose (CKK, O)."""
+    if dw_rows:
+        return gemm(O, CKK, P, dy, P, 1, cols, 1, P, part, CKK, True, threaded)
+    return gemm(CKK, O, P, cols, P, 1, dy, 1, P, part, O, True, threaded)
+
+
 cdef int _conv_backward(const floating* x, const floating* w, const floating* dy,
                         floating* dx, floating* dw,
                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
@@ -141,46 +151,51 @@ cdef int _conv_backward(const floating* x, const floating* w, const floating* dy
     cdef int nt = tgbn_max_threads()
     cdef bint per_image = nt > 1 and N >= nt and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
+    # images go in nchunk fixed runs, each with its own dW partial, summed in run order:
+    # runs are handed out dynamically, yet the result depends on the thread count only
+    cdef Py_ssize_t nchunk = min(N, 4 * nt) if per_image else 1
+    cdef Py_ssize_t ch
+    # dW needs one (X, P) operand transposed while packing, the slow kind of packing; pick
+    # the orientation that transposes the smaller one: dW = dy @ cols^T or dW^T = cols @ dy^T
+    cdef bint dw_rows = CKK < O
     cdef int t, failed = 0
     cdef int* fail = &failed
     cdef floating* cbuf
     cdef floating* dbuf
     cdef floating* s
-    # per thread: im2col columns, grad of the columns, and a partial dW^T (CKK, O)
+    # per thread: im2col columns and their gradient; per run: a partial dW (O, CKK) or dW^T (CKK, O)
     cdef floating* cols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
     cdef floating* dcols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
-    cdef floating* dwt = <floating*> calloc(nbuf * CKK * O, sizeof(floating))
+    cdef floating* dwt = <floating*> calloc(nchunk * CKK * O, sizeof(floating))
     if cols == NULL or dcols == NULL or dwt == NULL:
         free(cols); free(dcols); free(dwt)
         return -1
     if per_image:
-        for n in prange(N, schedule='static'):
+        for ch in prange(nchunk, schedule='dynamic'):
             t = threadid()
             cbuf = cols + t * CKK * P
             dbuf = dcols + t * CKK * P
-            im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cbuf)
-            # dW^T (CKK, O) += cols @ dy[n]^T: O columns fill the 32-wide tile better than CKK
-            if gemm(CKK, O, P, cbuf, P, 1, dy + n * O * P, 1, P, dwt + t * CKK * O, O,
-                    True, False) < 0:
-                fail[0] = 1
-            if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False, False) < 0:
-                fail[0] = 1
-            col2im_add(dbuf, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
+            for n in range(ch * N // nchunk, (ch + 1) * N // nchunk):
+                im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cbuf)
+                if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cbuf, dwt + ch * CKK * O, False) < 0:
+                    fail[0] = 1
+                if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False, False) < 0:
+                    fail[0] = 1
+                col2im_add(dbuf, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
     else:
         for n in range(N):
             im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
-            if gemm(CKK, O, P, cols, P, 1, dy + n * O * P, 1, P, dwt, O, True, True) < 0:
+            if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cols, dwt, True) < 0:
                 failed = 1
             if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dcols, P, False, True) < 0:
                 failed = 1
             col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
-    # sum the partials in thread order (fixed for a given thread count) and transpose
     for o in range(O):
         for r in range(CKK):
-            s = dwt + r * O + o
+            s = dwt + (o * CKK + r if dw_rows else r * O + o)
             dw[o * CKK + r] = s[0]
-            for t in range(1, nbuf):
-                dw[o * CKK + r] += s[t * CKK * O]
+            for ch in range(1, nchunk):
+                dw[o * CKK + r] += s[ch * CKK * O]
     free(cols); free(dcols); free(dwt)
     return -1 if failed else 0
 

@@ -31,6 +31,7 @@ cdef extern from *:
 cdef enum:
     MR = 6               # rows of the register tile
     NR = 32              # columns of the register tile: 2 zmm of float32, 4 of float64
+    NH = 16              # columns of the tile for a ragged last panel (N % NR <= NH)
     MC = 144             # rows per packed A block (fits L2 with KC)
     KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
     PACK_A_MIN_M = 192   # below this many rows A is read in place
@@ -107,6 +108,80 @@ cdef inline void micro_tile(Py_ssize_t kc,
             else:
                 for j in range(nr):
                     c[r * ldc + j] = acc[r][j]
+
+
+cdef inline void micro_tile16(Py_ssize_t kc,
+                              const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
+                              const floating* b, Py_ssize_t b_ks,
+                              floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
+    """micro_tile for a ragged last panel of nr <= NH columns, at half the FMAs."""
+    cdef floating acc[MR][NH]
+    cdef floating x0, x1, x2, x3, x4, x5, bj
+    cdef Py_ssize_t k, j, r
+    cdef const floating* a0 = a
+    cdef const floating* a1 = a + (1 if mr > 1 else mr - 1) * a_rs
+    cdef const floating* a2 = a + (2 if mr > 2 else mr - 1) * a_rs
+    cdef const floating* a3 = a + (3 if mr > 3 else mr - 1) * a_rs
+    cdef const floating* a4 = a + (4 if mr > 4 else mr - 1) * a_rs
+    cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
+    for j in range(NH):
+        bj = b[j]
+        acc[0][j] = a0[0] * bj
+        acc[1][j] = a1[0] * bj
+        acc[2][j] = a2[0] * bj
+        acc[3][j] = a3[0] * bj
+        acc[4][j] = a4[0] * bj
+        acc[5][j] = a5[0] * bj
+    for k in range(1, kc):
+        a0 += a_ks
+        a1 += a_ks
+        a2 += a_ks
+        a3 += a_ks
+        a4 += a_ks
+        a5 += a_ks
+        b += b_ks
+        x0 = a0[0]
+        x1 = a1[0]
+        x2 = a2[0]
+        x3 = a3[0]
+        x4 = a4[0]
+        x5 = a5[0]
+        for j in range(NH):
+            bj = b[j]
+            acc[0][j] += x0 * bj
+            acc[1][j] += x1 * bj
+            acc[2][j] += x2 * bj
+            acc[3][j] += x3 * bj
+            acc[4][j] += x4 * bj
+            acc[5][j] += x5 * bj
+    if mr == MR and nr == NH:
+        if add:
+            for r in range(MR):
+                for j in range(NH):
+                    c[r * ldc + j] += acc[r][j]
+        else:
+            for r in range(MR):
+                for j in range(NH):
+                    c[r * ldc + j] = acc[r][j]
+    else:
+        for r in range(mr):
+            if add:
+                for j in range(nr):
+                    c[r * ldc + j] += acc[r][j]
+            else:
+                for j in range(nr):
+                    c[r * ldc + j] = acc[r][j]
+
+
+cdef inline void tile(Py_ssize_t kc,
+                      const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
+                      const floating* b, Py_ssize_t b_ks,
+                      floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
+    """The register tile that fits nr columns (e.g. N = 100 = 3 * 32 + 4 ends with a 16-wide one)."""
+    if nr <= NH:
+        micro_tile16(kc, a, a_rs, a_ks, mr, b, b_ks, c, ldc, nr, add)
+    else:
+        micro_tile(kc, a, a_rs, a_ks, mr, b, b_ks, c, ldc, nr, add)
 
 
 cdef inline void pack_b_panel(Py_ssize_t kc, Py_ssize_t nr, const floating* b,
@@ -223,7 +298,7 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         bpanel = bbuf + jp * NR * kc
                         for t in range(_cdiv(mcb, MR)):
                             ir = t * MR
-                            micro_tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
+                            tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
                                        bpanel, NR,
                                        c + (i0 + ir) * ldc + jp * NR, ldc,
                                        min(<Py_ssize_t>NR, N - jp * NR), acc_on)
@@ -241,7 +316,7 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 else:
                     bpanel = b + pc * sb0 + jp * NR
                     ldb_p = sb0
-                micro_tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
+                tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
                            bpanel, ldb_p,
                            c + ir * ldc + jp * NR, ldc, min(<Py_ssize_t>NR, N - jp * NR), acc_on)
     free(abuf)
