@@ -34,7 +34,7 @@ cdef enum:
     NH = 16              # columns of the tile for a ragged last panel (N % NR <= NH)
     MC = 144             # rows per packed A block (fits L2 with KC)
     KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
-    PACK_A_MIN_M = 192   # below this many rows A is read in place
+    PACK_A_MIN_BYTES = 384 * 1024  # A read in place while its K slice (M x KC) stays in L2
     DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place
     PAR_MIN_WORK = 1 << 17   # multiply-adds below which one thread beats a fork/join
 
@@ -238,8 +238,7 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t kc_max = KC if floating is float else KC // 2
     cdef Py_ssize_t npanel = _cdiv(N, NR)
     cdef Py_ssize_t n_tail = N - (npanel - 1) * NR if N > 0 else 0
-    cdef bint pack_a = M >= PACK_A_MIN_M
-    cdef bint pack_b = sb1 != 1 or M > DIRECT_B_MAX_M
+    cdef bint pack_a, pack_b
     cdef bint par = threaded and tgbn_max_threads() > 1 and M * N * K >= PAR_MIN_WORK
     cdef int nt = tgbn_max_threads() if par else 1
     cdef Py_ssize_t ks, pc, kc, i, r, jp, t, blk, mcb, i0, ir, ntile_m, ldb_p
@@ -259,6 +258,8 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     c[i * ldc + r] = 0
         return 0
     kc_max = min(kc_max, K)
+    pack_a = M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
+    pack_b = pack_a or sb1 != 1 or M > DIRECT_B_MAX_M
     if pack_b:
         bbuf = <floating*> malloc(kc_max * npanel * NR * sizeof(floating))
     elif n_tail < NR:

@@ -14,7 +14,7 @@ from tinygrad_bn import kernels as K
 K.require_extension()   # a missing build fails this module instead of testing NumPy against itself
 
 MR, NR, MC, KC = 6, 32, 144, 256          # ext/gemm.pxd
-PACK_A_MIN_M, DIRECT_B_MAX_M = 192, 96
+PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96     # rows where float32 A gets packed (K >= KC)
 EDGES = sorted({0, 1, 2, MR - 1, MR, MR + 1, NR - 1, NR, NR + 1, DIRECT_B_MAX_M,
                 DIRECT_B_MAX_M + 1, MC - 1, MC + 1, PACK_A_MIN_M, KC // 2 + 1, KC + 1})
 LAYOUTS = ("c", "f", "step", "neg", "unaligned")
