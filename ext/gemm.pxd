@@ -33,6 +33,7 @@ cdef enum:
     NR = 32              # columns of the register tile: 2 zmm of float32, 4 of float64
     NH = 16              # columns of the tile for a ragged last panel (N % NR <= NH)
     MC = 144             # rows per packed A block (fits L2 with KC)
+    NC = 4096            # columns per packed B block (multiple of NR)
     KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
     PACK_A_MIN_BYTES = 384 * 1024  # A read in place while its K slice (M x KC) stays in L2
     DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place
@@ -236,17 +237,18 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     threaded=False keeps everything on the calling thread (for callers already inside a prange).
     """
     cdef Py_ssize_t kc_max = KC if floating is float else KC // 2
-    cdef Py_ssize_t npanel = _cdiv(N, NR)
-    cdef Py_ssize_t n_tail = N - (npanel - 1) * NR if N > 0 else 0
     cdef bint pack_a, pack_b
     cdef bint par = threaded and tgbn_max_threads() > 1 and M * N * K >= PAR_MIN_WORK
     cdef int nt = tgbn_max_threads() if par else 1
     cdef Py_ssize_t ks, pc, kc, i, r, jp, t, blk, mcb, i0, ir, ntile_m, ldb_p
+    cdef Py_ssize_t jb, j0, ncb, nbw, npanel, n_tail
     cdef Py_ssize_t nb = 0, mc = MR
     cdef bint acc_on
     cdef floating* bbuf = NULL
     cdef floating* abuf = NULL
     cdef floating* ap
+    cdef floating* cj
+    cdef const floating* bj
     cdef const floating* bpanel
 
     if M <= 0 or N <= 0:
@@ -260,11 +262,14 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     kc_max = min(kc_max, K)
     pack_a = M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
     pack_b = pack_a or sb1 != 1 or M > DIRECT_B_MAX_M
+    # columns go in blocks of NC: bounds the packed-B buffer (smaller NC measured no faster)
+    ncb = NC
+    npanel = _cdiv(min(ncb, N), NR)
     if pack_b:
         bbuf = <floating*> malloc(kc_max * npanel * NR * sizeof(floating))
-    elif n_tail < NR:
+    elif N % NR:
         bbuf = <floating*> malloc(kc_max * NR * sizeof(floating))   # the ragged last panel
-    if (pack_b or n_tail < NR) and bbuf == NULL:
+    if (pack_b or N % NR) and bbuf == NULL:
         return -1
     if pack_a:
         # as many row blocks as threads (or a multiple), each about MC rows, MR-aligned
@@ -277,49 +282,55 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             return -1
     ntile_m = _cdiv(M, MR)
 
-    for ks in range(_cdiv(K, kc_max)):
-        pc = ks * kc_max
-        kc = min(kc_max, K - pc)
-        acc_on = add or pc > 0
-        if pack_b:
-            for jp in prange(npanel, schedule='static', use_threads_if=par and npanel > 1):
-                pack_b_panel(kc, min(<Py_ssize_t>NR, N - jp * NR), b + pc * sb0 + jp * NR * sb1,
-                             sb0, sb1, bbuf + jp * NR * kc)
-        elif n_tail < NR:
-            pack_b_panel(kc, n_tail, b + pc * sb0 + (npanel - 1) * NR * sb1, sb0, sb1, bbuf)
+    for jb in range(_cdiv(N, ncb)):
+        j0 = jb * ncb
+        nbw = min(ncb, N - j0)
+        npanel = _cdiv(nbw, NR)
+        n_tail = nbw - (npanel - 1) * NR
+        bj = b + j0 * sb1
+        cj = c + j0
+        for ks in range(_cdiv(K, kc_max)):
+            pc = ks * kc_max
+            kc = min(kc_max, K - pc)
+            acc_on = add or pc > 0
+            if pack_b:
+                for jp in prange(npanel, schedule='static', use_threads_if=par and npanel > 1):
+                    pack_b_panel(kc, min(<Py_ssize_t>NR, nbw - jp * NR),
+                                 bj + pc * sb0 + jp * NR * sb1, sb0, sb1, bbuf + jp * NR * kc)
+            elif n_tail < NR:
+                pack_b_panel(kc, n_tail, bj + pc * sb0 + (npanel - 1) * NR * sb1, sb0, sb1, bbuf)
 
-        if pack_a:
-            with parallel(use_threads_if=par):
-                for blk in prange(nb, schedule='static'):
-                    ap = abuf + threadid() * mc * kc_max
-                    i0 = blk * mc
-                    mcb = min(mc, M - i0)
-                    pack_a_block(mcb, kc, a + i0 * sa0 + pc * sa1, sa0, sa1, ap)
-                    for jp in range(npanel):
+            if pack_a:
+                with parallel(use_threads_if=par):
+                    for blk in prange(nb, schedule='static'):
+                        ap = abuf + threadid() * mc * kc_max
+                        i0 = blk * mc
+                        mcb = min(mc, M - i0)
+                        pack_a_block(mcb, kc, a + i0 * sa0 + pc * sa1, sa0, sa1, ap)
+                        for jp in range(npanel):
+                            bpanel = bbuf + jp * NR * kc
+                            for t in range(_cdiv(mcb, MR)):
+                                ir = t * MR
+                                tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
+                                     bpanel, NR, cj + (i0 + ir) * ldc + jp * NR, ldc,
+                                     min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
+            else:
+                # tiles ordered panel-major so each thread's run of tiles shares one B panel
+                for t in prange(npanel * ntile_m, schedule='static', use_threads_if=par):
+                    jp = t // ntile_m
+                    ir = (t - jp * ntile_m) * MR
+                    if pack_b:
                         bpanel = bbuf + jp * NR * kc
-                        for t in range(_cdiv(mcb, MR)):
-                            ir = t * MR
-                            tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
-                                       bpanel, NR,
-                                       c + (i0 + ir) * ldc + jp * NR, ldc,
-                                       min(<Py_ssize_t>NR, N - jp * NR), acc_on)
-        else:
-            # tiles ordered panel-major so each thread's run of tiles shares one B panel
-            for t in prange(npanel * ntile_m, schedule='static', use_threads_if=par):
-                jp = t // ntile_m
-                ir = (t - jp * ntile_m) * MR
-                if pack_b:
-                    bpanel = bbuf + jp * NR * kc
-                    ldb_p = NR
-                elif jp == npanel - 1 and n_tail < NR:
-                    bpanel = bbuf
-                    ldb_p = NR
-                else:
-                    bpanel = b + pc * sb0 + jp * NR
-                    ldb_p = sb0
-                tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
-                           bpanel, ldb_p,
-                           c + ir * ldc + jp * NR, ldc, min(<Py_ssize_t>NR, N - jp * NR), acc_on)
+                        ldb_p = NR
+                    elif jp == npanel - 1 and n_tail < NR:
+                        bpanel = bbuf
+                        ldb_p = NR
+                    else:
+                        bpanel = bj + pc * sb0 + jp * NR
+                        ldb_p = sb0
+                    tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
+                         bpanel, ldb_p, cj + ir * ldc + jp * NR, ldc,
+                         min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
     free(abuf)
     free(bbuf)
     return 0

@@ -13,7 +13,7 @@ from tinygrad_bn import kernels as K
 
 K.require_extension()   # a missing build fails this module instead of testing NumPy against itself
 
-MR, NR, MC, KC = 6, 32, 144, 256          # ext/gemm.pxd
+MR, NR, MC, KC, NC = 6, 32, 144, 256, 4096     # ext/gemm.pxd
 PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96     # rows where float32 A gets packed (K >= KC)
 EDGES = sorted({0, 1, 2, MR - 1, MR, MR + 1, NR - 1, NR, NR + 1, DIRECT_B_MAX_M,
                 DIRECT_B_MAX_M + 1, MC - 1, MC + 1, PACK_A_MIN_M, KC // 2 + 1, KC + 1})
@@ -113,9 +113,10 @@ def test_matmul_mlp_shapes(threads, m, k, n, lay, dtype):
                            layout(b0, "f" if lay[1] == "f" else "c")))
 
 
-@pytest.mark.parametrize("m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1)])
+@pytest.mark.parametrize("m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1),
+                                   (7, 33, NC + 4), (400, 300, NC + 1)])
 def test_matmul_large_blocks(threads, m, k, n):
-    """Several K slices and row blocks, ragged everywhere: the packed, threaded path."""
+    """Several K slices, row blocks and column blocks, ragged everywhere: the packed path."""
     rng = np.random.default_rng(1)
     for dtype in (np.float32, np.float64):
         a0, b0 = random(rng, (m, k), dtype), random(rng, (k, n), dtype)
