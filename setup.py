@@ -63,7 +63,7 @@ def _openmp_flags():
 def _compile_flags():
     if DEBUG:
         return ["-O0", "-g"]
-    flags = ["-O3"]
+    flags = ["-O3", "-fno-math-errno"]   # no kernel reads errno; lets sqrt/div vectorize
     march = os.environ.get("TINYGRAD_BN_MARCH", "native")
     if march and _compiler_accepts([f"-march={march}"]):
         flags.append(f"-march={march}")
