@@ -200,20 +200,41 @@ cdef int _conv_backward(const floating* x, const floating* w, const floating* dy
     return -1 if failed else 0
 
 
-def _conv_dims(x, weight, stride, padding):
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
+def _window(op, h, w, kh, kw, stride, padding):
+    """(sh, sw, ph, pw, OH, OW), re-checked here so a direct call cannot index out of bounds."""
     sh, sw = int(stride[0]), int(stride[1])
     ph, pw = int(padding[0]), int(padding[1])
-    return n, c, h, w, o, kh, kw, sh, sw, ph, pw, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    oh = (h + 2 * ph - kh) // sh + 1 if sh > 0 else 0
+    ow = (w + 2 * pw - kw) // sw + 1 if sw > 0 else 0
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or kh < 1 or kw < 1 or oh < 1 or ow < 1:
+        raise ValueError(f"{op}: window {(kh, kw)} with stride {(sh, sw)} and padding {(ph, pw)} "
+                         f"does not fit the input of size {(h, w)}")
+    return sh, sw, ph, pw, oh, ow
+
+
+def _float_arrays(op, *arrays):
+    """C-contiguous copies (or the arrays themselves) after checking one float dtype for all."""
+    dt = arrays[0].dtype
+    if dt not in (np.float32, np.float64) or any(a.dtype != dt for a in arrays):
+        raise TypeError(f"{op}: expected float32 or float64 arrays of one dtype, got "
+                        f"{', '.join(str(a.dtype) for a in arrays)}")
+    return [np.ascontiguousarray(a) for a in arrays]
+
+
+def _conv_dims(op, x, weight, stride, padding):
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{op}: expected input (N, C, H, W) and weight (O, C, KH, KW), "
+                         f"got {x.shape} and {weight.shape}")
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    return (n, c, h, w, o, kh, kw) + _window(op, h, w, kh, kw, stride, padding)
 
 
 def conv2d_forward(x, weight, stride, padding):
     """y[n, o] = sum_{c,i,j} w[o, c, i, j] * xpad[n, c, s*p + i, s*q + j]: (N, C, H, W) -> (N, O, OH, OW)."""
-    x = np.ascontiguousarray(x)
-    weight = np.ascontiguousarray(weight)
+    x, weight = _float_arrays("conv2d", x, weight)
     cdef Py_ssize_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW
-    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims(x, weight, stride, padding)
+    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims("conv2d", x, weight, stride, padding)
     cdef cnp.ndarray y = np.empty((N, O, OH, OW), dtype=x.dtype)
     cdef void* px = cnp.PyArray_DATA(<cnp.ndarray> x)
     cdef void* pwt = cnp.PyArray_DATA(<cnp.ndarray> weight)
@@ -236,11 +257,13 @@ def conv2d_forward(x, weight, stride, padding):
 
 def conv2d_backward(x, weight, grad_out, stride, padding):
     """(dx, dweight) of conv2d_forward given grad_out (N, O, OH, OW)."""
-    x = np.ascontiguousarray(x)
-    weight = np.ascontiguousarray(weight)
-    grad_out = np.ascontiguousarray(grad_out)
+    x, weight, grad_out = _float_arrays("conv2d_backward", x, weight, grad_out)
     cdef Py_ssize_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW
-    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims(x, weight, stride, padding)
+    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims("conv2d_backward", x, weight,
+                                                               stride, padding)
+    if grad_out.shape != (N, O, OH, OW):
+        raise ValueError(f"conv2d_backward: expected grad_out of shape {(N, O, OH, OW)}, "
+                         f"got {grad_out.shape}")
     cdef cnp.ndarray dx = np.zeros(x.shape, dtype=x.dtype)
     cdef cnp.ndarray dw = np.zeros(weight.shape, dtype=x.dtype)
     cdef void* px = cnp.PyArray_DATA(<cnp.ndarray> x)
@@ -305,12 +328,13 @@ cdef void _pool_backward(const floating* g, const cnp.int64_t* arg, floating* dx
 
 def max_pool2d_forward(x, kernel_size, stride, padding):
     """(y, argmax) over (N, C, H, W); argmax is int64, the flat index h*W + w in the input plane."""
-    x = np.ascontiguousarray(x)
+    (x,) = _float_arrays("max_pool2d", x)
+    if x.ndim != 4:
+        raise ValueError(f"max_pool2d: expected input (N, C, H, W), got {x.shape}")
     n, c, h, w = x.shape
     cdef Py_ssize_t KH = kernel_size[0], KW = kernel_size[1]
-    cdef Py_ssize_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1]
-    cdef Py_ssize_t H = h, W = w
-    cdef Py_ssize_t OH = (H + 2 * ph - KH) // sh + 1, OW = (W + 2 * pw - KW) // sw + 1
+    cdef Py_ssize_t H = h, W = w, sh, sw, ph, pw, OH, OW
+    sh, sw, ph, pw, OH, OW = _window("max_pool2d", h, w, KH, KW, stride, padding)
     cdef Py_ssize_t planes = n * c
     cdef cnp.ndarray y = np.empty((n, c, OH, OW), dtype=x.dtype)
     cdef cnp.ndarray arg = np.empty((n, c, OH, OW), dtype=np.int64)
@@ -329,10 +353,10 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
 
 def max_pool2d_backward(grad_out, argmax, input_shape):
     """dx (input_shape): each output's gradient added at its argmax position."""
-    grad_out = np.ascontiguousarray(grad_out)
+    (grad_out,) = _float_arrays("max_pool2d_backward", grad_out)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     n, c, h, w = (int(s) for s in input_shape)
-    if grad_out.shape[:2] != (n, c) or argmax.shape != grad_out.shape:
+    if grad_out.ndim != 4 or grad_out.shape[:2] != (n, c) or argmax.shape != grad_out.shape:
         raise ValueError(f"max_pool2d_backward: grad_out {grad_out.shape} and argmax "
                          f"{argmax.shape} do not match input shape {tuple(input_shape)}")
     cdef cnp.ndarray dx = np.zeros((n, c, h, w), dtype=grad_out.dtype)

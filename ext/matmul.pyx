@@ -20,11 +20,26 @@ cdef object _usable(object x):
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
     cdef int d
     if not cnp.PyArray_ISALIGNED(arr):
-        return np.ascontiguousarray(x).copy()
+        return np.array(x, order="C")
     for d in range(cnp.PyArray_NDIM(arr)):
         if cnp.PyArray_STRIDES(arr)[d] % item:
-            return np.ascontiguousarray(x).copy()
+            return np.array(x, order="C")
     return x
+
+
+cdef void _check(object a, object b) except *:
+    """The dispatcher validates; this cheap re-check keeps a direct call from reading out of bounds."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        raise TypeError(f"matmul: expected numpy arrays, got {type(a).__name__} @ {type(b).__name__}")
+    cdef cnp.ndarray A = <cnp.ndarray> a
+    cdef cnp.ndarray B = <cnp.ndarray> b
+    cdef int nd = cnp.PyArray_NDIM(A)
+    cdef int ta = cnp.PyArray_TYPE(A)
+    if ta != cnp.PyArray_TYPE(B) or (ta != cnp.NPY_FLOAT and ta != cnp.NPY_DOUBLE):
+        raise TypeError(f"matmul: expected two float32 or two float64 arrays, got {a.dtype} @ {b.dtype}")
+    if (nd != 2 and nd != 3) or cnp.PyArray_NDIM(B) != nd or a.shape[nd - 1] != b.shape[nd - 2] \
+            or (nd == 3 and a.shape[0] != b.shape[0]):
+        raise ValueError(f"matmul: {a.shape} @ {b.shape}: expected (M, K) @ (K, N) or (B, M, K) @ (B, K, N)")
 
 
 cdef int _batched(Py_ssize_t nbatch, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -53,6 +68,7 @@ cdef int _batched(Py_ssize_t nbatch, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 def matmul(a, b):
     """C = A @ B: (M, K) @ (K, N) -> (M, N) or (B, M, K) @ (B, K, N) -> (B, M, N), any strides."""
+    _check(a, b)
     a = _usable(a)
     b = _usable(b)
     cdef cnp.ndarray A = <cnp.ndarray> a

@@ -184,3 +184,22 @@ def test_max_pool2d_large_parallel_planes(threads):
     g = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
     np.testing.assert_array_equal(K.max_pool2d_backward(g, arg, x.shape),
                                   R.max_pool2d_backward(g, arg, x.shape))
+
+
+@pytest.mark.parametrize("call", [
+    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3), np.float32), (1, 1), (0, 0)),
+    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3)), (1, 1), (0, 0)),
+    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 7, 7)), (1, 1), (0, 0)),
+    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), (0, 1), (0, 0)),
+    lambda C: C.conv2d_backward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), np.ones((2, 4, 2, 2)),
+                                (1, 1), (0, 0)),
+    lambda C: C.max_pool2d_forward(np.ones((3, 5, 5)), (2, 2), (2, 2), (0, 0)),
+    lambda C: C.max_pool2d_forward(np.ones((1, 3, 5, 5)), (9, 9), (1, 1), (0, 0)),
+    lambda C: C.max_pool2d_backward(np.ones((1, 3, 2, 2), np.int64), np.zeros((1, 3, 2, 2), np.int64),
+                                    (1, 3, 4, 4)),
+])
+def test_direct_calls_validate(call):
+    """The compiled functions re-check what they index with: a direct call errors, never crashes."""
+    from tinygrad_bn._ext import conv2d as C
+    with pytest.raises((TypeError, ValueError)):
+        call(C)

@@ -159,3 +159,18 @@ def test_matmul_is_the_compiled_kernel():
     assert "matmul" in K.info()["compiled_kernels"]
     a = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(ext.matmul(a, a.T), a @ a.T)
+
+
+@pytest.mark.parametrize("a,b,err", [
+    ([[1.0]], [[2.0]], TypeError),
+    (np.ones((2, 3)), np.ones((3, 2), np.float32), TypeError),
+    (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64), TypeError),
+    (np.ones((2, 3)), np.ones((4, 2)), ValueError),
+    (np.ones(3), np.ones(3), ValueError),
+    (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError),
+])
+def test_matmul_direct_call_validates(a, b, err):
+    """The compiled function re-checks what it indexes with: a direct call errors, never crashes."""
+    from tinygrad_bn._ext import matmul as ext
+    with pytest.raises(err):
+        ext.matmul(a, b)
