@@ -4,18 +4,18 @@
 #
 # A and B are read through element strides, so transposed views (the engine's
 # `grad @ W.T`, `X.T @ grad`) are packed or read in place without a copy.
-# Layout (Goto/BLIS style): K is cut into KC-deep slices; per slice, B is packed once into
-# NR-wide column panels shared by all threads; rows are cut into blocks (one per prange
-# iteration), each thread packing its own A block into MR-row micro-panels; a 6 x 32
-# register tile (12 AVX-512 accumulators in float32, 24 in float64) does the FMAs.
-# Small problems skip what does not pay: A is read in place (any strides), B too when its
-# rows are contiguous, and no threads are started below PAR_MIN_WORK multiply-adds.
+# Layout (Goto/BLIS style): columns in blocks of NC, K in KC-deep slices; per slice, B is
+# packed once into NR-wide column panels shared by all threads; rows are cut into blocks
+# (one per prange iteration), each thread packing its own A block into MR-row micro-panels;
+# a 6 x 32 register tile (12 AVX-512 accumulators in float32, 24 in float64) does the FMAs,
+# a 6 x 16 one the ragged last panel. What does not pay is skipped: A is read in place (any
+# strides) while its K slice fits L2, B too for few rows with contiguous rows, and no
+# threads are started below PAR_MIN_WORK multiply-adds.
 # Every C element is summed in the same order whatever the thread count, so results are
 # bit-identical for 1 or many threads.
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
 
 cdef extern from *:
     """
