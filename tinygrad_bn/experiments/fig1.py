@@ -18,17 +18,18 @@ from .runner import train_run
 
 NETWORKS = ("vanilla", "bn")
 
-# The paper gives no MNIST learning rate. We measured 10,000-step runs at 0.1, 0.5, 1, 2 and 4
-# (docs/results.md): with N(0, 0.01^2) weights the net without BN stays at chance at 0.1 and
-# starts slowly at 0.5 and 1; its mean accuracy over the run is highest at 2 (4 is about the
-# same). The BN net does about equally well at every rate >= 0.5. We use 2 for both: the rate
-# at which the baseline does its best, so the comparison shows what BN adds, not a crippled
+# The paper gives no MNIST learning rate. We measured (docs/results.md): in 10,000-step runs
+# the net without BN, with N(0, 0.01^2) weights, stays at chance at lr 0.1, starts slowly at
+# 0.5, and does best early at 2 (4 is about the same); the BN net does about equally well at
+# every rate >= 0.5. Over the full 50,000 steps, 1 beats 2 for both nets (final accuracy
+# 97.22% vs 96.64% without BN, 97.98% vs 97.74% with BN). We use 1 for both: a rate at which
+# the baseline does its best by the end, so the comparison shows what BN adds, not a crippled
 # baseline.
 DEFAULTS = {
     "steps": 50_000,
     "batch_size": 60,
-    "lr_vanilla": 2.0,
-    "lr_bn": 2.0,
+    "lr_vanilla": 1.0,
+    "lr_bn": 1.0,
     "init_std": 0.01,
     "seeds": 1,
     "seed": 0,
