@@ -43,9 +43,33 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH, Py_ssize_t OW,
                  floating* cols) noexcept nogil:
     """cols[(c*KH + i)*KW + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j] for one image."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi
+    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, lo_r, hi_r, q, shift
     cdef floating* dst
     cdef const floating* src
+    if sh == 1 and sw == 1 and OW == W:
+        # stride 1, output rows as long as input rows ("same" padding): a row of cols is the
+        # input plane shifted by a constant, so one flat copy, then zeros at the padded edges
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    dst = cols + ((c * KH + i) * KW + j) * OH * OW
+                    lo_r = min(max(ph - i, 0), OH)           # output rows whose input row exists
+                    hi_r = max(min(H + ph - i, OH), lo_r)
+                    lo = _out_lo(pw, j, 1, OW)
+                    hi = max(_out_hi(pw, j, 1, W, OW), lo)
+                    memset(dst, 0, lo_r * OW * sizeof(floating))
+                    memset(dst + hi_r * OW, 0, (OH - hi_r) * OW * sizeof(floating))
+                    if hi_r > lo_r and hi > lo:
+                        src = x + c * H * W
+                        shift = (i - ph) * W + (j - pw)
+                        for q in range(lo_r * OW + lo, (hi_r - 1) * OW + hi):
+                            dst[q] = src[q + shift]
+                    for oh in range(lo_r, hi_r):
+                        for ow in range(lo):
+                            dst[oh * OW + ow] = 0
+                        for ow in range(hi, OW):
+                            dst[oh * OW + ow] = 0
+        return
     for c in range(C):
         for i in range(KH):
             for j in range(KW):
@@ -70,14 +94,40 @@ cdef void im2col(const floating* x, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                         dst[ow] = 0
 
 
-cdef void col2im_add(const floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+cdef void col2im_add(floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw,
                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH, Py_ssize_t OW,
                      floating* dx) noexcept nogil:
-    """Adjoint of im2col: dx[c, ih, iw] += cols[...] over every window that covers (ih, iw)."""
-    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi
-    cdef const floating* src
+    """Adjoint of im2col: dx[c, ih, iw] += cols[...] over every window that covers (ih, iw).
+
+    cols is scratch: its entries for padded positions may be zeroed.
+    """
+    cdef Py_ssize_t c, i, j, oh, ow, ih, lo, hi, lo_r, hi_r, q, shift
+    cdef floating* src
     cdef floating* dst
+    if sh == 1 and sw == 1 and OW == W:
+        # the flat shift of im2col's fast path; padded entries are zeroed first, so the
+        # flat add puts an exact 0 on the neighbouring row's element they alias
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    src = cols + ((c * KH + i) * KW + j) * OH * OW
+                    lo_r = min(max(ph - i, 0), OH)
+                    hi_r = max(min(H + ph - i, OH), lo_r)
+                    lo = _out_lo(pw, j, 1, OW)
+                    hi = max(_out_hi(pw, j, 1, W, OW), lo)
+                    if hi_r <= lo_r or hi <= lo:
+                        continue
+                    for oh in range(lo_r, hi_r):
+                        for ow in range(lo):
+                            src[oh * OW + ow] = 0
+                        for ow in range(hi, OW):
+                            src[oh * OW + ow] = 0
+                    dst = dx + c * H * W
+                    shift = (i - ph) * W + (j - pw)
+                    for q in range(lo_r * OW + lo, (hi_r - 1) * OW + hi):
+                        dst[q + shift] += src[q]
+        return
     for c in range(C):
         for i in range(KH):
             for j in range(KW):

@@ -97,9 +97,11 @@ def test_conv2d_matches_reference(threads, case, dtype, lx, lw, lg, seed):
     close(got_dw, dw, sdw, dtype, xs[0] * oh * ow)
 
 
-@pytest.mark.parametrize("n,c,hw,o", [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1)])
+@pytest.mark.parametrize("n,c,hw,o", [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1),
+                                      (3, 2, 1, 3), (2, 3, 2, 5)])
 def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
-    """The benchmark's layers (k3 p1) and a single image (the GEMM-threaded path)."""
+    """The benchmark's layers (k3 p1: the flat-shift im2col), a single image (the GEMM-threaded
+    path) and 1x1 / 2x2 maps where most of each window is padding."""
     rng = np.random.default_rng(n * c + o)
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
