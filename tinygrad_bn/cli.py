@@ -86,8 +86,12 @@ def _add_common(p, defaults, name):
     p.add_argument("--out", default=os.path.join("runs", name), metavar="DIR",
                    help="output directory for results.json, the figure, report.md and "
                         "checkpoints/ (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="threads for the compiled kernels (default: all available cores)")
+    # 1 by default: measured on 2 cores, a second OpenMP thread gained at most ~10% on these
+    # small kernels and made runs 10-20x slower whenever another process was busy
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads for the compiled kernels (default: %(default)s; the kernels "
+                        "here are small, and more threads pay only on an otherwise idle "
+                        "machine, see docs/results.md)")
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted runs from their last checkpoint in --out; "
                         "finished runs are not repeated. Gives the same curves as an "
