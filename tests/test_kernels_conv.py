@@ -117,14 +117,15 @@ def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
 def test_conv2d_deterministic(threads):
     """Same inputs and thread count -> bit-identical outputs (dW partials summed in a fixed order)."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((9, 5, 11, 11)).astype(np.float32)
-    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((9, 7, 6, 6)).astype(np.float32)
-    first = K.conv2d_forward(x, w, 2, 1), *K.conv2d_backward(x, w, g, 2, 1)
-    for _ in range(3):
-        again = K.conv2d_forward(x, w, 2, 1), *K.conv2d_backward(x, w, g, 2, 1)
-        for a, b in zip(first, again):
-            np.testing.assert_array_equal(a, b)
+    for stride, oh in [(1, 12), (2, 6)]:   # big enough for the threaded per-image path
+        x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
+        w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+        g = rng.standard_normal((16, 16, oh, oh)).astype(np.float32)
+        first = K.conv2d_forward(x, w, stride, 1), *K.conv2d_backward(x, w, g, stride, 1)
+        for _ in range(3):
+            again = K.conv2d_forward(x, w, stride, 1), *K.conv2d_backward(x, w, g, stride, 1)
+            for a, b in zip(first, again):
+                np.testing.assert_array_equal(a, b)
 
 
 # ---------------------------------------------------------------- max_pool2d
@@ -177,10 +178,10 @@ def test_max_pool2d_overlapping_windows_accumulate(threads, dtype):
 
 
 def test_max_pool2d_large_parallel_planes(threads):
-    """Enough planes for the threaded path; compared against the reference."""
-    x = np.random.default_rng(4).standard_normal((16, 32, 14, 14)).astype(np.float32)
-    y, arg = K.max_pool2d_forward(x, 2, 2, 0)
-    want_y, want_arg = R.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    """Enough work for the threaded path (> 2^20 window reads); compared against the reference."""
+    x = np.random.default_rng(4).standard_normal((64, 64, 16, 16)).astype(np.float32)
+    y, arg = K.max_pool2d_forward(x, 3, 1, 1)
+    want_y, want_arg = R.max_pool2d_forward(x, (3, 3), (1, 1), (1, 1))
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(arg, want_arg)
     g = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)

@@ -102,6 +102,9 @@ def test_matmul_batched_strided_batch_axis(threads):
     a = random(rng, (16, 7, 33), np.float64)[::2]
     b = random(rng, (8, 33, 5), np.float64).transpose(0, 2, 1).copy().transpose(0, 2, 1)
     check(a, b, K.matmul(a, b))
+    a = random(rng, (8, 60, 100), np.float32)[::2]    # enough work to thread over the items
+    b = random(rng, (4, 100, 100), np.float32)
+    check(a, b, K.matmul(a, b))
 
 
 @pytest.mark.parametrize("m,k,n,lay", MLP)
