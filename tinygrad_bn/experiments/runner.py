@@ -109,8 +109,7 @@ def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, ba
             return
         # the fingerprint as JSON text: compared as text, tuples and lists cannot differ
         state = {"version": _CHECKPOINT_VERSION, "fingerprint": json.dumps(fingerprint),
-                 "step": at_step,
-                 "wall_s": wall, "model": model.state_dict(),
+                 "step": at_step, "wall_s": wall, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(),
                  "curve": {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
                            for k, v in curve.items()}}
