@@ -149,6 +149,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_float(op, **arrays):
+    dtypes = {a.dtype if type(a) is np.ndarray else None for a in arrays.values()}
+    if len(dtypes) == 1 and dtypes.pop() in _FLOATS:
+        return  # the common case, checked cheaply: this runs on every kernel call
     dtypes = set()
     for arg, a in arrays.items():
         if not isinstance(a, np.ndarray):
