@@ -177,3 +177,14 @@ def test_matmul_direct_call_validates(a, b, err):
     from tinygrad_bn._ext import matmul as ext
     with pytest.raises(err):
         ext.matmul(a, b)
+
+
+def test_matmul_broadcast_views(threads):
+    """Zero strides (np.broadcast_to views, read-only) are read in place like any other stride."""
+    rng = np.random.default_rng(5)
+    row = random(rng, (1, 50), np.float64)
+    col = random(rng, (50, 1), np.float64)
+    a = np.broadcast_to(row, (70, 50))
+    b = np.broadcast_to(col, (50, 40))
+    check(np.array(a), np.array(b), K.matmul(a, b))
+    check(np.array(b.T), np.array(a.T), K.matmul(b.T, a.T))
