@@ -14,6 +14,7 @@ with torch.set_num_threads set to the same count). A ratio is other time / our t
 single-thread run use `OPENBLAS_NUM_THREADS=1 tinygrad-bn bench --threads 1`.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -284,8 +285,10 @@ def environment(threads):
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
-        # NumPy's BLAS reads this once at import; --threads cannot change it afterwards
-        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        # with threadpoolctl installed the run limits NumPy's BLAS to `threads`; without
+        # it, BLAS keeps what OPENBLAS_NUM_THREADS said at import (default: all cores)
+        "openblas_num_threads": (str(threads) if _has_threadpoolctl()
+                                 else os.environ.get("OPENBLAS_NUM_THREADS")),
     }
 
 
@@ -371,6 +374,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def _has_threadpoolctl():
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _blas_threads(n):
+    """Limit NumPy's BLAS to n threads when threadpoolctl is installed (else unchanged)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def main(argv=None):
     """Run the benchmarks, print the table, optionally write JSON. Returns 0."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -385,9 +405,10 @@ def main(argv=None):
     warmup, repeats, budget = (1, 1, 0.0) if args.quick else (5, 10, args.budget)
     env = environment(threads)
     results = []
-    for case in cases:
-        results.append(run_case(case, threads, warmup, repeats, budget))
-        print(f"  {case.name} {case.shape}: done", file=sys.stderr, flush=True)
+    with _blas_threads(threads):   # NumPy's BLAS gets the same thread count as ours
+        for case in cases:
+            results.append(run_case(case, threads, warmup, repeats, budget))
+            print(f"  {case.name} {case.shape}: done", file=sys.stderr, flush=True)
     print(format_table(env, results))
     if args.json:
         with open(args.json, "w") as f:

@@ -63,10 +63,10 @@ def conv2d_backward(x, weight, grad_out, stride, padding):
     """(dx, dweight) of conv2d_forward given dy = grad_out (N, O, OH, OW)."""
     n = x.shape[0]
     o, c, kh, kw = weight.shape
-    dy = grad_out.reshape(n, o, -1)
+    dy = grad_out.reshape(n, o, grad_out.shape[2] * grad_out.shape[3])
     cols = im2col(x, kh, kw, stride, padding)
     dweight = np.einsum("nok,nck->oc", dy, cols).reshape(weight.shape)
-    dcols = np.matmul(weight.reshape(o, -1).T, dy)
+    dcols = np.matmul(weight.reshape(o, c * kh * kw).T, dy)
     dx = col2im(dcols, x.shape, kh, kw, stride, padding)
     return np.ascontiguousarray(dx), dweight.astype(x.dtype, copy=False)
 
@@ -99,8 +99,9 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     """dx: each output's gradient added at its argmax position."""
     n, c, h, w = input_shape
     dx = np.zeros((n * c, h * w), dtype=grad_out.dtype)
-    flat_idx = argmax.reshape(n * c, -1)
-    np.add.at(dx, (np.arange(n * c)[:, None], flat_idx), grad_out.reshape(n * c, -1))
+    per_plane = grad_out.shape[2] * grad_out.shape[3]
+    flat_idx = argmax.reshape(n * c, per_plane)
+    np.add.at(dx, (np.arange(n * c)[:, None], flat_idx), grad_out.reshape(n * c, per_plane))
     return dx.reshape(input_shape)
 
 
