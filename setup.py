@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import warnings
 from glob import glob
@@ -85,6 +86,16 @@ class BuildExt(build_ext):
                 ("TGBN_CFLAGS", '"%s"' % flag_string),
             ]
         super().build_extensions()
+
+    def copy_extensions_to_source(self):
+        # `build_ext --inplace` would rewrite a loaded .so under a running process (a crash);
+        # unlinking first lets running processes keep their mapped copy
+        suffix = sysconfig.get_config_var("EXT_SUFFIX")
+        for ext in self.extensions:
+            target = os.path.join(HERE, *ext.name.split(".")) + suffix
+            if os.path.exists(target):
+                os.unlink(target)
+        super().copy_extensions_to_source()
 
 
 def _extensions():
