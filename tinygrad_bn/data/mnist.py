@@ -265,7 +265,8 @@ def _download(root, name, missing):
 def _missing_message(root, missing):
     names = "\n".join(f"  {name}.gz" for name in FILES)
     return (
-        f"MNIST files missing from {root}: {', '.join(missing)}.\n"
+        f"MNIST files missing from {root}: {', '.join(missing)} (download failed or off; "
+        f"put the files there, or set TINYGRAD_BN_DATA to a directory that has them).\n"
         f"Put these four files (gzipped as listed, or decompressed without .gz) in {root}:\n"
         f"{names}\n"
         "or pass load_mnist(root=...) or set TINYGRAD_BN_DATA to the directory that holds them."
