@@ -1,4 +1,4 @@
-"""Keep docs/tour.md, docs/api.md (and docs/readme_snippets.md, text for the README) true.
+"""Keep docs/tour.md, docs/api.md and README.md true.
 
 - Every ```python block runs, in order, in one namespace per file. A block right after an
   ``<!-- excerpt: PATH -->`` line is a copy of source code instead: it must still match PATH
@@ -25,8 +25,8 @@ from tinygrad_bn import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-# file -> the directory its relative links start from (the snippets are for README.md)
-FILES = {"tour.md": DOCS, "api.md": DOCS, "readme_snippets.md": ROOT}
+# file (relative to the repository) -> the directory its relative links start from
+FILES = {"docs/tour.md": DOCS, "docs/api.md": DOCS, "README.md": ROOT}
 EXCERPT = re.compile(r"<!--\s*excerpt:\s*(\S+)\s*-->")
 
 
@@ -70,7 +70,7 @@ def restored_global_state():
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_python_blocks_run(name):
-    path = DOCS / name
+    path = ROOT / name
     runnable = [(line, code) for line, code, src in blocks(path) if src is None]
     assert runnable, f"{name} has no runnable python block"
     namespace = {"__name__": f"docs_{name.replace('.', '_')}"}
@@ -88,7 +88,7 @@ def test_python_blocks_run(name):
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_excerpts_match_their_source(name):
-    path = DOCS / name
+    path = ROOT / name
     for line, code, src in blocks(path):
         if src is None:
             continue
@@ -110,7 +110,7 @@ def test_tour_has_excerpts_and_runnable_blocks():
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_relative_links_exist(name):
-    path = DOCS / name
+    path = ROOT / name
     text = path.read_text(encoding="utf-8")
     links = re.findall(r"\]\(([^)\s]+)\)", text) + EXCERPT.findall(text)
     relative = [u.split("#")[0] for u in links if not re.match(r"[a-z]+:", u)]
