@@ -1,7 +1,8 @@
 """Shared test setup: hypothesis profiles and the MNIST data location.
 
-HYPOTHESIS_PROFILE picks the profile: "dev" (fast, the default) or "ci" (thorough, used
-by .ci/run). TINYGRAD_BN_DATA defaults to ../shared/mnist beside the repository.
+HYPOTHESIS_PROFILE picks the profile: "dev" (fast, the default), "ci" (thorough and
+derandomized, used by .ci/run) or "explore" (many fresh random examples).
+TINYGRAD_BN_DATA defaults to ../shared/mnist beside the repository.
 """
 import os
 from pathlib import Path
@@ -10,7 +11,11 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=15, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
+# ci is derandomized: the same examples on every run, so a red CI is reproducible
+# and never a coin toss; "explore" draws fresh random examples (use it locally).
 settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
+                          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=200, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

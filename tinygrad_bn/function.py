@@ -24,9 +24,9 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         ctx = cls()
-        ctx.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        needs = ctx.needs_input_grad = tuple([t.requires_grad for t in inputs])
         out = ctx.forward(*[t.data for t in inputs], **params)
-        if is_grad_enabled() and any(ctx.needs_input_grad):
+        if True in needs and is_grad_enabled():
             ctx.parents = inputs
             return Tensor._from_op(out, ctx)
         return Tensor._from_op(out, None)

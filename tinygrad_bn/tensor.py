@@ -232,10 +232,10 @@ class Tensor:
             grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad shape {grad.shape} != tensor shape {self.shape}")
-        grads = {id(self): grad}
+        grads = {self: grad}
         claimed = set()   # arrays already adopted as some leaf's .grad in this pass
         for node in reversed(_topological_order(self)):
-            g = grads.pop(id(node), None)
+            g = grads.pop(node, None)
             if g is None:
                 continue
             if node._ctx is None:
@@ -245,8 +245,7 @@ class Tensor:
             for parent, pg in zip(ctx.parents, ctx.backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
-                key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                grads[parent] = pg if parent not in grads else grads[parent] + pg
 
     def _accumulate(self, g, claimed):
         """Add g to .grad. A fresh C-ordered array from backward is adopted without a
@@ -255,14 +254,14 @@ class Tensor:
         if g.dtype != self.dtype:
             g = g.astype(self.dtype)
         if self.grad is not None:
-            self.grad = Tensor(self.grad.data + g)
+            self.grad = Tensor._from_op(self.grad.data + g, None)
             return
         base = g if g.base is None else g.base
         if id(base) in claimed or not g.flags.writeable or not g.flags.c_contiguous:
             g = np.array(g, order="C")
             base = g
         claimed.add(id(base))
-        self.grad = Tensor(g)
+        self.grad = Tensor._from_op(g, None)
 
     # ------------------------------------------------------------ arithmetic
     def __add__(self, other): return _ops.Add.apply(*_pair(self, other))
@@ -422,22 +421,26 @@ def _index_arg(index):
 
 
 def _topological_order(root):
-    """Nodes that require grad, each after all of its inputs; iterative DFS, no recursion."""
+    """Nodes that require grad, each after all of its inputs; iterative DFS, no recursion.
+
+    Tensors hash by identity (Tensor defines no __eq__), so they key the set directly.
+    """
     order, seen = [], set()
     stack = [(root, False)]
+    pop, push, visit = stack.pop, stack.append, seen.add
     while stack:
-        node, expanded = stack.pop()
+        node, expanded = pop()
         if expanded:
             order.append(node)
             continue
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
-        stack.append((node, True))
+        visit(node)
+        push((node, True))
         if node._ctx is not None:
             for p in node._ctx.parents:
-                if p.requires_grad and id(p) not in seen:
-                    stack.append((p, False))
+                if p.requires_grad and p not in seen:
+                    push((p, False))
     return order
 
 
