@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from . import kernels
+from ._argtypes import positive_int
 
 IMPLS = ("ours", "numpy", "torch")
 
@@ -350,21 +351,11 @@ def format_table(env, results):
     return "\n".join(lines)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tinygrad-bn bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 warm-up call and 1 timed call per implementation")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for our kernels and torch (default: kernels' current count)")
     p.add_argument("--filter", default="", metavar="SUBSTR",
                    help="run only cases whose name or shape contains SUBSTR")

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from ._argtypes import nonnegative_int, positive_float, positive_int, probability
+
 PROG = "tinygrad-bn"
 
 
@@ -21,61 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _probability(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {value}")
-    return value
-
-
 def _add_common(p, defaults, name):
     """Options both experiments share: length, data, output, threads, resume, progress."""
-    p.add_argument("--steps", type=_positive_int, default=defaults["steps"],
+    p.add_argument("--steps", type=positive_int, default=defaults["steps"],
                    help="training steps per network (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"],
+    p.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"],
                    help="mini-batch size (default: %(default)s)")
-    p.add_argument("--seeds", type=_positive_int, default=defaults["seeds"],
+    p.add_argument("--seeds", type=positive_int, default=defaults["seeds"],
                    help="repeat every run with this many seeds and aggregate (mean, std, "
                         "min-max) (default: %(default)s)")
-    p.add_argument("--seed", type=_nonnegative_int, default=defaults["seed"],
+    p.add_argument("--seed", type=nonnegative_int, default=defaults["seed"],
                    help="first seed; runs use seed, seed+1, ... (default: %(default)s)")
-    p.add_argument("--eval-every", type=_positive_int, default=defaults["eval_every"],
+    p.add_argument("--eval-every", type=positive_int, default=defaults["eval_every"],
                    help="evaluate (and checkpoint) every this many steps (default: "
                         "%(default)s)")
-    p.add_argument("--eval-samples", type=_positive_int, default=defaults["eval_samples"],
+    p.add_argument("--eval-samples", type=positive_int, default=defaults["eval_samples"],
                    help="evaluate on the first N test images (default: %(default)s)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="directory holding the four MNIST-format IDX files (gzipped or not); "
@@ -88,7 +50,7 @@ def _add_common(p, defaults, name):
                         "checkpoints/ (default: %(default)s)")
     # 1 by default: measured on 2 cores, a second OpenMP thread gained at most ~10% on these
     # small kernels and made runs 10-20x slower whenever another process was busy
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="threads for the compiled kernels (default: %(default)s; the kernels "
                         "here are small, and more threads pay only on an otherwise idle "
                         "machine, see docs/results.md)")
@@ -99,7 +61,7 @@ def _add_common(p, defaults, name):
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (they are also off when stderr is not a terminal)")
     # Tests simulate an interruption: stop (as Ctrl-C would) after the checkpoint at step N.
-    p.add_argument("--stop-after", type=_positive_int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
 
 
 def build_parser():
@@ -118,17 +80,17 @@ def build_parser():
                     "Writes OUT/results.json, OUT/fig1.png and OUT/report.md.")
     d = fig1.DEFAULTS
     _add_common(f, d, "fig1")
-    f.add_argument("--lr", type=_positive_float, default=None,
+    f.add_argument("--lr", type=positive_float, default=None,
                    help=f"learning rate of both networks (default: {d['lr_vanilla']}; see "
                         f"docs/results.md for why)")
-    f.add_argument("--lr-vanilla", type=_positive_float, default=None,
+    f.add_argument("--lr-vanilla", type=positive_float, default=None,
                    help="learning rate of the network without BN (overrides --lr)")
-    f.add_argument("--lr-bn", type=_positive_float, default=None,
+    f.add_argument("--lr-bn", type=positive_float, default=None,
                    help="learning rate of the network with BN (overrides --lr)")
-    f.add_argument("--init-std", type=_positive_float, default=d["init_std"],
+    f.add_argument("--init-std", type=positive_float, default=d["init_std"],
                    help="std of the Gaussian initial weights; biases start at zero "
                         "(default: %(default)s)")
-    f.add_argument("--unit", type=_nonnegative_int, default=d["unit"],
+    f.add_argument("--unit", type=nonnegative_int, default=d["unit"],
                    help="which sigmoid unit (0-99) of the last hidden layer to probe for the "
                         "percentile curves (default: %(default)s)")
 
@@ -143,15 +105,15 @@ def build_parser():
                     "OUT/report.md.")
     d = claims.DEFAULTS
     _add_common(c, d, "claims")
-    c.add_argument("--lr", type=_positive_float, default=d["lr"],
+    c.add_argument("--lr", type=positive_float, default=d["lr"],
                    help="base learning rate (SGD with momentum); BN-x5 and BN-x30 use 5x and "
                         "30x (default: %(default)s)")
     c.add_argument("--momentum", type=float, default=d["momentum"],
                    help="SGD momentum (default: %(default)s)")
-    c.add_argument("--dropout", type=_probability, default=d["dropout"],
+    c.add_argument("--dropout", type=probability, default=d["dropout"],
                    help="dropout probability before the classifier in the variants with "
                         "dropout (default: %(default)s)")
-    c.add_argument("--channels", type=_positive_int, nargs="+", default=d["channels"],
+    c.add_argument("--channels", type=positive_int, nargs="+", default=d["channels"],
                    metavar="C", help="output channels of each conv block; each block halves "
                    "the image with a 2x2 max pool, so at most 4 blocks (default: "
                    "%(default)s)")
