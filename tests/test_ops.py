@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 import tinygrad_bn as tg
 import tinygrad_bn.functional as F
 from strategies import (DTYPES, arrays, broadcast_pair, floats, positive, separated, shapes,
-                        tensors, tol)
+                        tol)
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 

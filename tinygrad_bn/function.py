@@ -6,8 +6,6 @@ An op subclasses Function with ``forward(self, *arrays, **params)`` directly abo
 ``Op.apply(*tensors, **params)`` runs forward and records the op in the graph, but only
 when a gradient is needed: under ``no_grad`` or with constant inputs nothing is kept.
 """
-import numpy as np
-
 from .tensor import Tensor, is_grad_enabled
 
 

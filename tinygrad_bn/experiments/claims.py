@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from .. import functional as F
-from .. import kernels, optim
+from .. import optim
 from ..tensor import Tensor, manual_seed
 from . import common, models, plots, report
 from .runner import evaluate, train_run
@@ -66,13 +66,9 @@ def run(config, out_dir, data_dir=None, download=True, resume=False, progress=Fa
     """Train every variant for every seed; write results.json, claims.png and report.md."""
     config = {**DEFAULTS, **config}
     _validate(config)
-    if threads is not None:
-        kernels.set_num_threads(threads)
-    threads = kernels.get_num_threads()
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    (x_train, y_train), (x_test, y_test) = common.load_data(data_dir, download, conv=True)
-    n_eval = min(config["eval_samples"], len(x_test))
-    x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval]), y_test[:n_eval]
+    threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
+        out_dir, data_dir, download, threads, conv=True, eval_samples=config["eval_samples"])
+    n_eval = len(y_eval)
 
     def eval_fn(model):
         model.eval()

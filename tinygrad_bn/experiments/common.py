@@ -28,6 +28,21 @@ def load_data(data_dir, download, conv):
             (prepare(ds.test.images), ds.test.labels))
 
 
+def setup(out_dir, data_dir, download, threads, conv, eval_samples):
+    """The start of every experiment: kernel threads, output folder, data, evaluation set.
+
+    Returns (threads, (x_train, y_train), (x_eval, y_eval)); the evaluation set is the
+    first `eval_samples` test images.
+    """
+    if threads is not None:
+        kernels.set_num_threads(threads)
+    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
+    train, (x_test, y_test) = load_data(data_dir, download, conv)
+    n_eval = min(eval_samples, len(x_test))
+    return kernels.get_num_threads(), train, (np.ascontiguousarray(x_test[:n_eval]),
+                                              y_test[:n_eval])
+
+
 def environment(threads):
     """Versions and machine facts recorded beside every result."""
     info = kernels.info()

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from .. import functional as F
-from .. import kernels, optim
+from .. import optim
 from ..tensor import Tensor, manual_seed, no_grad
 from . import common, models, plots, report
 from .runner import train_run
@@ -67,13 +67,9 @@ def run(config, out_dir, data_dir=None, download=True, resume=False, progress=Fa
     """
     config = {**DEFAULTS, **config}
     _validate(config)
-    if threads is not None:
-        kernels.set_num_threads(threads)
-    threads = kernels.get_num_threads()
-    os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
-    (x_train, y_train), (x_test, y_test) = common.load_data(data_dir, download, conv=False)
-    n_eval = min(config["eval_samples"], len(x_test))
-    x_eval, y_eval = np.ascontiguousarray(x_test[:n_eval]), y_test[:n_eval]
+    threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
+        out_dir, data_dir, download, threads, conv=False, eval_samples=config["eval_samples"])
+    n_eval = len(y_eval)
     eval_fn = _make_eval(x_eval, y_eval, config["unit"])
 
     runs, started = [], time.perf_counter()
