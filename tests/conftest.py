@@ -33,3 +33,13 @@ def each_backend(request):
     """Run a whole test module once per kernel backend; a missing build fails here."""
     with kernels.backend(request.param):
         yield request.param
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run a kernel test module with the compiled backend on 1 and on 2 OpenMP threads."""
+    before = kernels.get_num_threads()
+    kernels.set_num_threads(request.param)
+    with kernels.backend("cython"):
+        yield request.param
+    kernels.set_num_threads(before)

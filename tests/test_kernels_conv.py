@@ -18,15 +18,6 @@ DTYPES = st.sampled_from([np.float32, np.float64])
 LAYOUTS = st.sampled_from(["c", "step", "neg", "channels_last"])
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = K.get_num_threads()
-    K.set_num_threads(request.param)
-    with K.backend("cython"):
-        yield request.param
-    K.set_num_threads(before)
-
-
 def layout(a, how):
     """The values of the 4D array `a` in another memory layout."""
     if how == "c":

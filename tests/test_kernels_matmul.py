@@ -24,15 +24,6 @@ MLP = [(60, 784, 100, "cc"), (60, 100, 100, "cc"), (60, 100, 10, "cc"),
        (784, 60, 100, "fc"), (100, 60, 100, "fc"), (100, 60, 10, "fc")]
 
 
-@pytest.fixture(scope="module", params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = K.get_num_threads()
-    K.set_num_threads(request.param)
-    with K.backend("cython"):
-        yield request.param
-    K.set_num_threads(before)
-
-
 def layout(a, how):
     """The values of `a` (2D or 3D) in another memory layout."""
     if how == "c":

@@ -257,7 +257,8 @@ def all_cases():
 
 # ---------------------------------------------------------------- environment
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -276,7 +277,7 @@ def environment(threads):
     except AttributeError:
         cores = os.cpu_count()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": cores,
         "threads": threads,
         "openmp": info["openmp"],

@@ -10,6 +10,7 @@ import numpy as np
 import tqdm
 
 from .. import __version__, kernels
+from ..bench import cpu_model
 from ..data import flatten, load_mnist, to_float
 
 
@@ -48,20 +49,9 @@ def environment(threads):
     info = kernels.info()
     return {"tinygrad_bn": __version__, "python": sys.version.split()[0],
            "numpy": np.__version__, "matplotlib": matplotlib.__version__,
-           "tqdm": tqdm.__version__, "platform": platform.platform(), "cpu": _cpu_name(),
+           "tqdm": tqdm.__version__, "platform": platform.platform(), "cpu": cpu_model(),
            "cpu_count": os.cpu_count(), "threads": threads, "backend": info["backend"],
            "openmp": info["openmp"], "numpy_fallback_kernels": info["numpy_fallback"]}
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def steps_to_reach(steps, accs, target):
