@@ -9,10 +9,10 @@ Environment switches (read at build time):
   TINYGRAD_BN_NO_OPENMP=1  build without OpenMP even when the compiler has it
   TINYGRAD_BN_MARCH=...    value for -march (default: native when the compiler accepts it)
 """
+
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import warnings
@@ -56,15 +56,17 @@ def _openmp_flags():
         return None
     if _compiler_accepts(["-fopenmp"], OPENMP_PROBE, ["-fopenmp"]):
         return ["-fopenmp"]
-    warnings.warn("tinygrad_bn: the C compiler does not support OpenMP; "
-                  "the kernels are built serially (single-threaded).")
+    warnings.warn(
+        "tinygrad_bn: the C compiler does not support OpenMP; "
+        "the kernels are built serially (single-threaded)."
+    )
     return None
 
 
 def _compile_flags():
     if DEBUG:
         return ["-O0", "-g"]
-    flags = ["-O3", "-fno-math-errno"]   # no kernel reads errno; lets sqrt/div vectorize
+    flags = ["-O3", "-fno-math-errno"]  # no kernel reads errno; lets sqrt/div vectorize
     march = os.environ.get("TINYGRAD_BN_MARCH", "native")
     if march and _compiler_accepts([f"-march={march}"]):
         flags.append(f"-march={march}")
@@ -111,14 +113,15 @@ def _extensions():
     exts = []
     for pyx in sorted(glob(os.path.join("ext", "*.pyx"))):
         name = os.path.splitext(os.path.basename(pyx))[0]
-        exts.append(Extension(
-            f"tinygrad_bn._ext.{name}",
-            [pyx],
-            include_dirs=[np.get_include()],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        ))
-    return cythonize(exts, compiler_directives=directives, quiet=True,
-                     force=DEBUG)
+        exts.append(
+            Extension(
+                f"tinygrad_bn._ext.{name}",
+                [pyx],
+                include_dirs=[np.get_include()],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            )
+        )
+    return cythonize(exts, compiler_directives=directives, quiet=True, force=DEBUG)
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

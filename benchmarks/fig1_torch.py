@@ -9,6 +9,7 @@ converted to float32 once, before timing. Each side runs in its own block (OpenB
 threads spin after a call and would slow the other if interleaved call by call); the blocks
 alternate --repeats times and we report medians and the ratio.
 """
+
 import argparse
 import os
 import sys
@@ -33,16 +34,26 @@ def ours(data, steps, eval_every, lr, init_std, tmp):
         manual_seed(0)
         model = models.fig1_mlp(network == "bn", init_std, np.random.default_rng(0))
         opt = optim.SGD(model.parameters(), lr=lr)
-        out = runner.train_run(model=model, optimizer=opt, loss_fn=fig1._loss, train_x=x_train,
-                               train_y=y_train, eval_fn=eval_fn, steps=steps, batch_size=60,
-                               eval_every=eval_every, seed=0,
-                               checkpoint_path=os.path.join(tmp, f"{network}.ckpt"))
+        out = runner.train_run(
+            model=model,
+            optimizer=opt,
+            loss_fn=fig1._loss,
+            train_x=x_train,
+            train_y=y_train,
+            eval_fn=eval_fn,
+            steps=steps,
+            batch_size=60,
+            eval_every=eval_every,
+            seed=0,
+            checkpoint_path=os.path.join(tmp, f"{network}.ckpt"),
+        )
         accs[network] = out["curve"]["test_acc"][-1]
     return time.perf_counter() - t0, accs
 
 
 def torch_version(data, steps, eval_every, lr, init_std):
     import torch
+
     (x_train, y_train), (x_test, y_test) = data
     xtr, ytr = torch.from_numpy(x_train), torch.from_numpy(y_train)
     xte, yte = torch.from_numpy(x_test), torch.from_numpy(y_test)
@@ -85,7 +96,7 @@ def torch_version(data, steps, eval_every, lr, init_std):
             e, b = divmod(step, n_batches)
             if b == 0:
                 order = torch.from_numpy(runner.epoch_order(0, e, len(x_train)))
-            idx = order[b * 60:(b + 1) * 60]
+            idx = order[b * 60 : (b + 1) * 60]
             loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
             opt.zero_grad()
             loss.backward()
@@ -115,9 +126,11 @@ def main(argv=None):
     kernels.set_num_threads(threads)
     torch.set_num_threads(threads)
     data = common.load_data(args.data_dir, download=True, conv=False)
-    print(f"fig1, both networks, {args.steps} steps each, eval every {args.eval_every} on "
-          f"10,000 test images; {threads} threads; torch {torch.__version__}, "
-          f"{common.environment(threads)['cpu']}")
+    print(
+        f"fig1, both networks, {args.steps} steps each, eval every {args.eval_every} on "
+        f"10,000 test images; {threads} threads; torch {torch.__version__}, "
+        f"{common.environment(threads)['cpu']}"
+    )
     t_ours, t_torch = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
@@ -127,11 +140,15 @@ def main(argv=None):
             t_torch.append(t)
     mo, mt = float(np.median(t_ours)), float(np.median(t_torch))
     print(f"{'':12}{'median s':>10}{'steps/s':>10}  final acc (vanilla, bn)   all runs (s)")
-    for name, m, ts, acc in (("tinygrad_bn", mo, t_ours, acc_ours),
-                             ("torch", mt, t_torch, acc_torch)):
-        print(f"{name:12}{m:10.2f}{2 * args.steps / m:10.0f}  "
-              f"{acc['vanilla']:.4f}, {acc['bn']:.4f}          "
-              f"{', '.join(f'{t:.2f}' for t in ts)}")
+    for name, m, ts, acc in (
+        ("tinygrad_bn", mo, t_ours, acc_ours),
+        ("torch", mt, t_torch, acc_torch),
+    ):
+        print(
+            f"{name:12}{m:10.2f}{2 * args.steps / m:10.0f}  "
+            f"{acc['vanilla']:.4f}, {acc['bn']:.4f}          "
+            f"{', '.join(f'{t:.2f}' for t in ts)}"
+        )
     print(f"ratio torch / tinygrad_bn = {mt / mo:.2f} (> 1: tinygrad_bn is faster)")
     return 0
 

@@ -3,6 +3,7 @@
 The benchmark code lives in the package (tinygrad_bn/bench.py) so that `tinygrad-bn bench`
 works after a plain install; this script only makes the checkout importable and calls it.
 """
+
 import os
 import sys
 

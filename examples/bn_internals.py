@@ -15,6 +15,7 @@ the true statistics of the whole training set, and show why the running variance
     python examples/bn_internals.py                      # writes bn_internals.png here
     python examples/bn_internals.py --batches 200 --out /tmp/bn.png
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -67,12 +68,17 @@ def algorithm1(x, gamma, beta, eps):
     dvar = np.sum(dxhat * (x - mu), axis=0) * -0.5 * (var + eps) ** -1.5
     dmu = np.sum(-dxhat / np.sqrt(var + eps), axis=0) + dvar * np.sum(-2 * (x - mu), axis=0) / m
     dx = dxhat / np.sqrt(var + eps) + dvar * 2 * (x - mu) / m + dmu / m
-    for name, got, want in (("y", out.numpy(), y), ("dl/dx", xt.grad.numpy(), dx),
-                            ("dl/dgamma", bn.weight.grad.numpy(), np.sum(dy * xhat, axis=0)),
-                            ("dl/dbeta", bn.bias.grad.numpy(), dy.sum(axis=0))):
+    for name, got, want in (
+        ("y", out.numpy(), y),
+        ("dl/dx", xt.grad.numpy(), dx),
+        ("dl/dgamma", bn.weight.grad.numpy(), np.sum(dy * xhat, axis=0)),
+        ("dl/dbeta", bn.bias.grad.numpy(), dy.sum(axis=0)),
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
-    print("nn.BatchNorm1d gives the same y, and the same dl/dx, dl/dgamma, dl/dbeta as the "
-          "paper's backward formulas")
+    print(
+        "nn.BatchNorm1d gives the same y, and the same dl/dx, dl/dgamma, dl/dbeta as the "
+        "paper's backward formulas"
+    )
 
 
 def algorithm2(x_all, batch_size, n_batches, seed):
@@ -84,12 +90,12 @@ def algorithm2(x_all, batch_size, n_batches, seed):
     rng = np.random.default_rng(seed)
     with tg.no_grad():  # only the running estimates are wanted here
         while len(biased) < n_batches:
-            for xb, _ in batches(x_all, np.zeros(len(x_all)), batch_size, seed=rng,
-                                 drop_last=True):
+            for xb, _ in batches(x_all, np.zeros(len(x_all)), batch_size, seed=rng, drop_last=True):
                 for name, bn in (("ema", ema), ("cumulative", cumulative)):
                     bn(tg.Tensor(xb))
-                    history[name].append((bn.running_mean.numpy().copy(),
-                                          bn.running_var.numpy().copy()))
+                    history[name].append(
+                        (bn.running_mean.numpy().copy(), bn.running_var.numpy().copy())
+                    )
                 biased.append(xb.var(axis=0))
                 if len(biased) == n_batches:
                     break
@@ -99,14 +105,25 @@ def algorithm2(x_all, batch_size, n_batches, seed):
 def plot(history, biased, true_mean, true_var, batch_size, out):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     steps = np.arange(1, len(history["ema"]) + 1)
-    for ax, i, title, true in ((axes[0], 0, "running_mean", true_mean[0]),
-                               (axes[1], 1, "running_var", true_var[0])):
+    for ax, i, title, true in (
+        (axes[0], 0, "running_mean", true_mean[0]),
+        (axes[1], 1, "running_var", true_var[0]),
+    ):
         ax.plot(steps, [h[i][0] for h in history["ema"]], label="momentum=0.1 (EMA)", lw=1)
-        ax.plot(steps, [h[i][0] for h in history["cumulative"]],
-                label="momentum=None (cumulative)", lw=1.5)
+        ax.plot(
+            steps,
+            [h[i][0] for h in history["cumulative"]],
+            label="momentum=None (cumulative)",
+            lw=1.5,
+        )
         if i == 1:  # what averaging the biased var_B (divide by m) would converge to
-            ax.plot(steps, np.cumsum(biased[:, 0]) / steps, lw=1, ls=":",
-                    label="cumulative average of biased var_B")
+            ax.plot(
+                steps,
+                np.cumsum(biased[:, 0]) / steps,
+                lw=1,
+                ls=":",
+                label="cumulative average of biased var_B",
+            )
         ax.axhline(true, color="k", ls="--", lw=1, label="population (all 60,000 images)")
         ax.set_title(f"{title} of feature 0, mini-batches of {batch_size}")
         ax.set_xlabel("training mini-batches")
@@ -137,11 +154,14 @@ def main(argv=None):
     x_all = features(x_train, args.seed)
 
     print("== Algorithm 1: one training mini-batch ==")
-    algorithm1(x_all[:args.batch_size], np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]),
-               args.eps)
+    algorithm1(
+        x_all[: args.batch_size], np.array([1.0, 2.0, 0.5]), np.array([0.0, 1.0, -1.0]), args.eps
+    )
 
-    print(f"\n== Algorithm 2: running estimates over {args.batches} mini-batches "
-          f"of {args.batch_size} ==")
+    print(
+        f"\n== Algorithm 2: running estimates over {args.batches} mini-batches "
+        f"of {args.batch_size} =="
+    )
     history, biased = algorithm2(x_all, args.batch_size, args.batches, args.seed)
     true_mean, true_var = x_all.mean(axis=0), x_all.var(axis=0)
     print(f"population mean          {true_mean}")
@@ -151,8 +171,10 @@ def main(argv=None):
     for name in ("ema", "cumulative"):
         print(f"running_var  {name:>10}   {history[name][-1][1]}")
     m = args.batch_size
-    print(f"average of biased var_B  {biased.mean(axis=0)}   (too small by (m-1)/m = "
-          f"{(m - 1) / m:.3f}: why running_var uses m/(m-1) var_B)")
+    print(
+        f"average of biased var_B  {biased.mean(axis=0)}   (too small by (m-1)/m = "
+        f"{(m - 1) / m:.3f}: why running_var uses m/(m-1) var_B)"
+    )
     plot(history, biased, true_mean, true_var, args.batch_size, args.out)
     print(f"wrote {args.out}")
 

@@ -10,6 +10,7 @@ time of the BatchNorm layers alone: folding cannot save more than that.
     python examples/cnn_mnist.py                 # 300 steps, about 10 s with --threads 1
     python examples/cnn_mnist.py --steps 50 --repeats 5
 """
+
 import argparse
 import sys
 import time
@@ -31,10 +32,14 @@ def make_cnn(seed):
     """(N, 1, 28, 28) -> (N, 10); convolutions have no bias: BN's beta replaces it."""
     g = np.random.default_rng(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False, generator=g), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 8 x 14 x 14
-        nn.Conv2d(8, 16, 3, padding=1, bias=False, generator=g), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 16 x 7 x 7
+        nn.Conv2d(1, 8, 3, padding=1, bias=False, generator=g),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 8 x 14 x 14
+        nn.Conv2d(8, 16, 3, padding=1, bias=False, generator=g),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 16 x 7 x 7
         nn.Flatten(),
         nn.Linear(16 * 7 * 7, 10, generator=g),
     )
@@ -68,15 +73,20 @@ def main(argv=None):
     p.add_argument("--eval-images", type=int, default=1000, help="test images to evaluate")
     p.add_argument("--repeats", type=int, default=15, help="timed inference repeats")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the compiled kernels (default: all available cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for the compiled kernels (default: all available cores)",
+    )
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: load_mnist's)")
     args = p.parse_args(argv)
-    if min(args.steps, args.eval_images, args.repeats) < 1 \
-            or (args.threads is not None and args.threads < 1) \
-            or args.batch_size < 2:
-        p.error("--steps, --eval-images, --repeats, --threads must be >= 1 and "
-                "--batch-size >= 2")
+    if (
+        min(args.steps, args.eval_images, args.repeats) < 1
+        or (args.threads is not None and args.threads < 1)
+        or args.batch_size < 2
+    ):
+        p.error("--steps, --eval-images, --repeats, --threads must be >= 1 and --batch-size >= 2")
     if args.threads is not None:
         tg.kernels.set_num_threads(args.threads)
 
@@ -85,7 +95,7 @@ def main(argv=None):
     except FileNotFoundError as e:  # no data and no download: say where to put it
         sys.exit(f"error: {e}")
     x_train = to_float(x_train)[:, None]  # (N, 1, 28, 28)
-    x_test, y_test = to_float(x_test[:args.eval_images])[:, None], y_test[:args.eval_images]
+    x_test, y_test = to_float(x_test[: args.eval_images])[:, None], y_test[: args.eval_images]
 
     model = make_cnn(args.seed)
     opt = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
@@ -114,8 +124,7 @@ def main(argv=None):
         max_diff = float(np.max(np.abs(out - out_folded)))
         acc = float((out.argmax(1) == y_test).mean())
         acc_folded = float((out_folded.argmax(1) == y_test).mean())
-        print(f"test accuracy: unfolded {acc:.4f}, folded {acc_folded:.4f} "
-              f"({len(y_test)} images)")
+        print(f"test accuracy: unfolded {acc:.4f}, folded {acc_folded:.4f} ({len(y_test)} images)")
         print(f"max |unfolded - folded| logit difference: {max_diff:.2e}")
         # float32 sums in another order: allow a few ulps of the logits' size
         if not np.allclose(out, out_folded, rtol=1e-4, atol=1e-4 * np.abs(out).max()):
@@ -123,11 +132,15 @@ def main(argv=None):
         t_unfolded = median_seconds(lambda: model(x), args.repeats)
         t_folded = median_seconds(lambda: folded(x), args.repeats)
         t_bn = bn_seconds(model, x, args.repeats)
-    print(f"inference on {len(y_test)} images, median of {args.repeats}: "
-          f"unfolded {t_unfolded * 1e3:.1f} ms, folded {t_folded * 1e3:.1f} ms, "
-          f"speed-up {t_unfolded / t_folded:.2f}x")
-    print(f"the BatchNorm2d layers alone take {t_bn * 1e3:.1f} ms "
-          f"({100 * t_bn / t_unfolded:.0f}% of unfolded inference): at most what folding saves")
+    print(
+        f"inference on {len(y_test)} images, median of {args.repeats}: "
+        f"unfolded {t_unfolded * 1e3:.1f} ms, folded {t_folded * 1e3:.1f} ms, "
+        f"speed-up {t_unfolded / t_folded:.2f}x"
+    )
+    print(
+        f"the BatchNorm2d layers alone take {t_bn * 1e3:.1f} ms "
+        f"({100 * t_bn / t_unfolded:.0f}% of unfolded inference): at most what folding saves"
+    )
 
 
 if __name__ == "__main__":

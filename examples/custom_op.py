@@ -10,6 +10,7 @@ Then the same check is run on an op with a deliberate bug, to show what a failur
     python examples/custom_op.py                 # needs hypothesis (pip install ".[test]")
     python examples/custom_op.py --examples 200
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -49,11 +50,13 @@ def softplus(x):
 
 def check(op, examples):
     """Forward against NumPy and backward against central differences, on drawn tensors."""
+
     @settings(max_examples=examples, deadline=None, database=None)
     @given(tensors(), st.sampled_from([np.float32, np.float64]))
     def run(x, dtype):
         assert_matches_numpy(op, lambda a: np.logaddexp(0, a), x.numpy().astype(dtype))
         assert_grad_close(op, x)
+
     run()
 
 
@@ -71,8 +74,10 @@ def main(argv=None):
     print(f"gradient (= sigmoid(x)):  {np.round(x.grad.tolist(), 4).tolist()}")
 
     check(softplus, args.examples)
-    print(f"Softplus: forward matches NumPy and backward matches central differences "
-          f"({args.examples} hypothesis examples)")
+    print(
+        f"Softplus: forward matches NumPy and backward matches central differences "
+        f"({args.examples} hypothesis examples)"
+    )
 
     try:
         check(BuggySoftplus.apply, args.examples)

@@ -11,6 +11,7 @@ networks start from the same weights, so BN is the only difference. Prints test 
 MNIST is read by tinygrad_bn.data.load_mnist(): $TINYGRAD_BN_DATA, else ~/.cache/tinygrad_bn/mnist.
 The full experiment (50,000 steps, Figure 1's curves) is `tinygrad-bn fig1`.
 """
+
 import argparse
 import sys
 import time
@@ -78,14 +79,18 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1.0, help="learning rate (both networks)")
     p.add_argument("--batch-size", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the compiled kernels (default: all available cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for the compiled kernels (default: all available cores)",
+    )
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: load_mnist's)")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 2 or (args.threads is not None
-                                                  and args.threads < 1):
-        p.error("--steps and --threads must be >= 1, --batch-size >= 2 (BN needs 2 values "
-                "per feature)")
+    if args.steps < 1 or args.batch_size < 2 or (args.threads is not None and args.threads < 1):
+        p.error(
+            "--steps and --threads must be >= 1, --batch-size >= 2 (BN needs 2 values per feature)"
+        )
     if args.threads is not None:
         tg.kernels.set_num_threads(args.threads)
 
@@ -101,8 +106,10 @@ def main(argv=None):
         loss = train(model, x_train, y_train, args.steps, args.lr, args.batch_size, args.seed)
         seconds = time.perf_counter() - start
         acc = accuracy(model, x_test, y_test)
-        print(f"{name:>10}: test accuracy {acc:.4f} after {args.steps} steps "
-              f"(last batch loss {loss:.3f}, {seconds:.1f} s)")
+        print(
+            f"{name:>10}: test accuracy {acc:.4f} after {args.steps} steps "
+            f"(last batch loss {loss:.3f}, {seconds:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -4,19 +4,32 @@ HYPOTHESIS_PROFILE picks the profile: "dev" (fast, the default), "ci" (thorough 
 derandomized, used by .ci/run) or "explore" (many fresh random examples).
 TINYGRAD_BN_DATA defaults to ../shared/mnist beside the repository.
 """
+
 import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
-settings.register_profile("dev", max_examples=15, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 # ci is derandomized: the same examples on every run, so a red CI is reproducible
 # and never a coin toss; "explore" draws fresh random examples (use it locally).
-settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True,
-                          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("explore", max_examples=200, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    print_blob=True,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "explore",
+    max_examples=200,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _REPO = Path(__file__).resolve().parent.parent

@@ -1,10 +1,12 @@
 """Strategies for the project's own tests: tinygrad_bn.testing, plus a few local ones."""
+
 import numpy as np
 from hypothesis import strategies as st
 
-from tinygrad_bn.testing import (broadcastable_shapes as broadcast_pair, floats, shapes,  # noqa
-                                 tensors, tolerance as tol)
 from tinygrad_bn.testing import arrays as _arrays
+from tinygrad_bn.testing import broadcastable_shapes as broadcast_pair  # noqa: F401
+from tinygrad_bn.testing import floats, shapes, tensors  # noqa: F401
+from tinygrad_bn.testing import tolerance as tol  # noqa: F401
 
 DTYPES = (np.float32, np.float64)
 

@@ -1,12 +1,14 @@
 """F.batch_norm: against a version composed from primitives, the paper's identities,
 running statistics (Algorithm 2), eval mode and bad input."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import arrays
 
 import tinygrad_bn as tg
 import tinygrad_bn.functional as F
-from strategies import arrays
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 
@@ -20,7 +22,7 @@ def composed_bn(x, weight, bias, eps):
     axes = (0,) + tuple(range(2, x.ndim))
     cshape = (1, -1) + (1,) * (x.ndim - 2)
     mean = x.mean(axis=axes, keepdims=True)
-    var = ((x - mean) * (x - mean)).mean(axis=axes, keepdims=True)   # biased
+    var = ((x - mean) * (x - mean)).mean(axis=axes, keepdims=True)  # biased
     xhat = (x - mean) / (var + eps).sqrt()
     return xhat * weight.reshape(*cshape) + bias.reshape(*cshape)
 
@@ -29,8 +31,11 @@ def composed_bn(x, weight, bias, eps):
 def bn_input(draw):
     layout = draw(st.sampled_from(["NC", "NCL", "NCHW"]))
     n, c = draw(st.integers(2, 5)), draw(st.integers(1, 4))
-    shape = {"NC": (n, c), "NCL": (n, c, draw(st.integers(1, 3))),
-             "NCHW": (n, c, draw(st.integers(1, 3)), draw(st.integers(1, 3)))}[layout]
+    shape = {
+        "NC": (n, c),
+        "NCL": (n, c, draw(st.integers(1, 3))),
+        "NCHW": (n, c, draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+    }[layout]
     x = draw(arrays(shape, bound=5.0))
     # keep every channel's variance clear of zero so 1/sqrt(var + eps) is well conditioned
     x = x + np.linspace(-1.0, 1.0, n).reshape((n,) + (1,) * (len(shape) - 1))
@@ -59,8 +64,12 @@ def test_training_matches_composed_version_forward_and_grads(case):
 @settings(max_examples=20)
 def test_training_gradcheck(case):
     x, w, b = case
-    assert tg.gradcheck(lambda *t: F.batch_norm(t[0], None, None, t[1], t[2], training=True),
-                        [T(x), T(w), T(b)], atol=1e-5, rtol=1e-3)
+    assert tg.gradcheck(
+        lambda *t: F.batch_norm(t[0], None, None, t[1], t[2], training=True),
+        [T(x), T(w), T(b)],
+        atol=1e-5,
+        rtol=1e-3,
+    )
 
 
 @given(case=bn_input())
@@ -71,12 +80,16 @@ def test_eval_gradcheck_and_forward(case):
     rm, rv = np.linspace(-1, 1, c), np.linspace(0.5, 2, c)
     y = F.batch_norm(T(x), T(rm, False), T(rv, False), T(w), T(b), training=False, eps=1e-3)
     cshape = (1, -1) + (1,) * (x.ndim - 2)
-    ref = (x - rm.reshape(cshape)) / np.sqrt(rv.reshape(cshape) + 1e-3) * w.reshape(cshape) \
-        + b.reshape(cshape)
+    ref = (x - rm.reshape(cshape)) / np.sqrt(rv.reshape(cshape) + 1e-3) * w.reshape(
+        cshape
+    ) + b.reshape(cshape)
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
-    assert tg.gradcheck(lambda *t: F.batch_norm(t[0], T(rm, False), T(rv, False), t[1], t[2],
-                                                training=False, eps=1e-3),
-                        [T(x), T(w), T(b)])
+    assert tg.gradcheck(
+        lambda *t: F.batch_norm(
+            t[0], T(rm, False), T(rv, False), t[1], t[2], training=False, eps=1e-3
+        ),
+        [T(x), T(w), T(b)],
+    )
 
 
 @given(case=bn_input(), momentum=st.floats(0.05, 1.0))
@@ -86,12 +99,19 @@ def test_running_statistics_use_unbiased_variance(case, momentum):
     rm, rv = tg.Tensor(np.full(c, 0.3)), tg.Tensor(np.full(c, 2.0))
     F.batch_norm(T(x), rm, rv, training=True, momentum=momentum)
     axes = (0,) + tuple(range(2, x.ndim))
-    scale = 1.0 + np.abs(x).max()   # a mean near 0 is a sum of cancelling terms of this size
-    np.testing.assert_allclose(rm.numpy(), (1 - momentum) * 0.3 + momentum * x.mean(axis=axes),
-                               rtol=1e-12, atol=1e-12 * scale)
-    np.testing.assert_allclose(rv.numpy(),
-                               (1 - momentum) * 2.0 + momentum * x.var(axis=axes, ddof=1),
-                               rtol=1e-10, atol=1e-12 * scale ** 2)
+    scale = 1.0 + np.abs(x).max()  # a mean near 0 is a sum of cancelling terms of this size
+    np.testing.assert_allclose(
+        rm.numpy(),
+        (1 - momentum) * 0.3 + momentum * x.mean(axis=axes),
+        rtol=1e-12,
+        atol=1e-12 * scale,
+    )
+    np.testing.assert_allclose(
+        rv.numpy(),
+        (1 - momentum) * 2.0 + momentum * x.var(axis=axes, ddof=1),
+        rtol=1e-10,
+        atol=1e-12 * scale**2,
+    )
 
 
 def test_eval_changes_nothing_and_no_grad_training_still_updates():
@@ -123,6 +143,7 @@ def test_float32_stays_float32():
 
 # ---------------------------------------------------------------- Section 3.3 identities
 
+
 @given(a=st.floats(0.1, 10.0), seed=st.integers(0, 1000))
 @settings(max_examples=25)
 def test_bn_is_invariant_to_weight_scale(a, seed):
@@ -145,6 +166,7 @@ def test_bn_is_invariant_to_weight_scale(a, seed):
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def test_bad_input_messages():
     x = tg.randn(4, 3, seed=0)

@@ -1,15 +1,17 @@
 """nn.BatchNorm1d / BatchNorm2d against a hand NumPy model, F.batch_norm and torch.nn."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_nn import module_gradcheck
 
 import tinygrad_bn as tg
 import tinygrad_bn.functional as F
 from tinygrad_bn import nn
-from test_nn import module_gradcheck
-
 
 # ---------------------------------------------------------------- NumPy reference
+
 
 class NumpyBN:
     """Algorithms 1 and 2 of the paper written out in NumPy, with PyTorch's momentum rule."""
@@ -26,7 +28,7 @@ class NumpyBN:
         """Forward on batch stats, update running stats; return y, dx, dgamma, dbeta."""
         axes, shape = self._axes(x)
         m = x.size // x.shape[1]
-        mu, var = x.mean(axis=axes), x.var(axis=axes)            # var: biased (1/m)
+        mu, var = x.mean(axis=axes), x.var(axis=axes)  # var: biased (1/m)
         invstd = 1 / np.sqrt(var + self.eps)
         xhat = (x - mu.reshape(shape)) * invstd.reshape(shape)
         y = gamma.reshape(shape) * xhat + beta.reshape(shape)
@@ -35,14 +37,22 @@ class NumpyBN:
         self.mean = (1 - f) * self.mean + f * mu
         self.var = (1 - f) * self.var + f * var * m / (m - 1)  # unbiased
         dxhat = dy * gamma.reshape(shape)
-        dx = invstd.reshape(shape) / m * (m * dxhat - dxhat.sum(axis=axes).reshape(shape)
-                                          - xhat * (dxhat * xhat).sum(axis=axes).reshape(shape))
+        dx = (
+            invstd.reshape(shape)
+            / m
+            * (
+                m * dxhat
+                - dxhat.sum(axis=axes).reshape(shape)
+                - xhat * (dxhat * xhat).sum(axis=axes).reshape(shape)
+            )
+        )
         return y, dx, (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
 
     def eval(self, x, gamma, beta):
         _, shape = self._axes(x)
-        return (gamma.reshape(shape) * (x - self.mean.reshape(shape))
-                / np.sqrt(self.var.reshape(shape) + self.eps) + beta.reshape(shape))
+        return gamma.reshape(shape) * (x - self.mean.reshape(shape)) / np.sqrt(
+            self.var.reshape(shape) + self.eps
+        ) + beta.reshape(shape)
 
 
 SHAPES = {nn.BatchNorm1d: [(6, 3), (4, 3, 5)], nn.BatchNorm2d: [(3, 3, 4, 2)]}
@@ -79,9 +89,10 @@ def test_matches_numpy_over_training_then_eval(cls, shape, momentum):
     bn.eval()
     before = {k: v.data.copy() for k, v in bn.state_dict().items()}
     x = tg.Tensor(_data(shape, 50))
-    np.testing.assert_allclose(bn(x).data, ref.eval(x.data, bn.weight.data, bn.bias.data),
-                               rtol=1e-10, atol=1e-12)
-    for k, v in bn.state_dict().items():               # eval changes nothing
+    np.testing.assert_allclose(
+        bn(x).data, ref.eval(x.data, bn.weight.data, bn.bias.data), rtol=1e-10, atol=1e-12
+    )
+    for k, v in bn.state_dict().items():  # eval changes nothing
         np.testing.assert_array_equal(v.data, before[k])
 
 
@@ -91,10 +102,12 @@ def test_momentum_none_is_the_population_average():
     batches = [_data((5, 4), s) for s in range(6)]
     for b in batches:
         bn(tg.Tensor(b))
-    np.testing.assert_allclose(bn.running_mean.data, np.mean([b.mean(0) for b in batches], 0),
-                               rtol=1e-12)
-    np.testing.assert_allclose(bn.running_var.data,
-                               np.mean([b.var(0, ddof=1) for b in batches], 0), rtol=1e-12)
+    np.testing.assert_allclose(
+        bn.running_mean.data, np.mean([b.mean(0) for b in batches], 0), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        bn.running_var.data, np.mean([b.var(0, ddof=1) for b in batches], 0), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("cls,shape", CASES)
@@ -106,19 +119,26 @@ def test_matches_functional_batch_norm(cls, shape):
     bn.weight.data[...] = w.data
     for step in range(3):
         x = tg.Tensor(_data(shape, step).astype(np.float32))
-        np.testing.assert_allclose(bn(x).data, F.batch_norm(x, rm, rv, w, b, True, 0.3).data,
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            bn(x).data, F.batch_norm(x, rm, rv, w, b, True, 0.3).data, rtol=1e-6, atol=1e-6
+        )
     np.testing.assert_allclose(bn.running_mean.data, rm.data, rtol=1e-6)
     np.testing.assert_allclose(bn.running_var.data, rv.data, rtol=1e-6)
     bn.eval()
     x = tg.Tensor(_data(shape, 9).astype(np.float32))
-    np.testing.assert_allclose(bn(x).data, F.batch_norm(x, rm, rv, w, b, False).data,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        bn(x).data, F.batch_norm(x, rm, rv, w, b, False).data, rtol=1e-6, atol=1e-6
+    )
 
 
 @settings(deadline=None, max_examples=8)
-@given(n=st.integers(2, 4), c=st.integers(1, 3), length=st.integers(1, 3),
-       affine=st.booleans(), training=st.booleans())
+@given(
+    n=st.integers(2, 4),
+    c=st.integers(1, 3),
+    length=st.integers(1, 3),
+    affine=st.booleans(),
+    training=st.booleans(),
+)
 def test_gradcheck(n, c, length, affine, training):
     bn = nn.BatchNorm1d(c, affine=affine, dtype=np.float64)
     bn.running_mean.data[...] = np.linspace(-1, 1, c)
@@ -146,7 +166,7 @@ def test_no_affine_and_no_running_stats():
     axes = (0, 2, 3)
     ref = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + 1e-5)
     np.testing.assert_allclose(bn(tg.Tensor(x)).data, ref, rtol=1e-10)
-    bn.eval()   # no running estimates: batch statistics in eval too
+    bn.eval()  # no running estimates: batch statistics in eval too
     np.testing.assert_allclose(bn(tg.Tensor(x)).data, ref, rtol=1e-10)
 
 
@@ -199,8 +219,8 @@ def test_error_messages():
     bn = nn.BatchNorm1d(3)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         bn(tg.zeros(1, 3))
-    assert bn.num_batches_tracked.item() == 0       # a refused batch is not counted
-    assert bn.eval()(tg.zeros(1, 3)).shape == (1, 3)   # fine in eval
+    assert bn.num_batches_tracked.item() == 0  # a refused batch is not counted
+    assert bn.eval()(tg.zeros(1, 3)).shape == (1, 3)  # fine in eval
     with pytest.raises(TypeError, match="Tensor"):
         bn(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="num_features"):
@@ -212,6 +232,7 @@ def test_error_messages():
 
 
 # ---------------------------------------------------------------- against PyTorch
+
 
 @pytest.mark.parametrize("cls,shape", CASES)
 @pytest.mark.parametrize("momentum", [0.1, None])
@@ -234,19 +255,24 @@ def test_matches_torch(cls, shape, momentum):
         tout.backward(torch.from_numpy(dy))
         np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(x.grad.data, tx.grad.numpy(), rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(),
-                                   rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(ours.bias.grad.data, theirs.bias.grad.numpy(),
-                                   rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(ours.running_mean.data, theirs.running_mean.numpy(),
-                                   rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(ours.running_var.data, theirs.running_var.numpy(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=1e-10, atol=1e-10
+        )
+        np.testing.assert_allclose(
+            ours.bias.grad.data, theirs.bias.grad.numpy(), rtol=1e-10, atol=1e-10
+        )
+        np.testing.assert_allclose(
+            ours.running_mean.data, theirs.running_mean.numpy(), rtol=1e-12, atol=1e-14
+        )
+        np.testing.assert_allclose(ours.running_var.data, theirs.running_var.numpy(), rtol=1e-12)
         assert ours.num_batches_tracked.item() == theirs.num_batches_tracked.item()
     ours.eval()
     theirs.eval()
     x_np = _data(shape, 99)
-    np.testing.assert_allclose(ours(tg.Tensor(x_np)).data,
-                               theirs(torch.from_numpy(x_np)).detach().numpy(),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        ours(tg.Tensor(x_np)).data,
+        theirs(torch.from_numpy(x_np)).detach().numpy(),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     assert set(ours.state_dict()) == set(theirs.state_dict())

@@ -1,4 +1,5 @@
 """The benchmark suite: the quick run works end to end and writes the JSON it promises."""
+
 import json
 import os
 import subprocess
@@ -9,22 +10,49 @@ import pytest
 from tinygrad_bn import bench
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REQUIRED_CASES = {"matmul fwd A@B", "matmul bwd dC@B.T", "matmul bwd A.T@dC", "matmul square",
-                  "conv2d fwd", "conv2d fwd+bwd", "batchnorm train fwd+bwd",
-                  "fig1 MLP step", "fig1 MLP step +BN"}
+REQUIRED_CASES = {
+    "matmul fwd A@B",
+    "matmul bwd dC@B.T",
+    "matmul bwd A.T@dC",
+    "matmul square",
+    "conv2d fwd",
+    "conv2d fwd+bwd",
+    "batchnorm train fwd+bwd",
+    "fig1 MLP step",
+    "fig1 MLP step +BN",
+}
 
 
 def test_quick_run_writes_json_with_expected_keys(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"), "--quick",
-                           "--threads", "1", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "benchmarks", "run.py"),
+            "--quick",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "numpy/ours" in proc.stdout and "batchnorm train fwd+bwd" in proc.stdout
     data = json.loads(out.read_text())
     env = data["environment"]
-    assert {"cpu", "cores", "threads", "openmp", "compiler_flags", "numpy_fallback", "numpy",
-            "torch"} <= set(env)
+    assert {
+        "cpu",
+        "cores",
+        "threads",
+        "openmp",
+        "compiler_flags",
+        "numpy_fallback",
+        "numpy",
+        "torch",
+    } <= set(env)
     assert env["threads"] == 1 and data["quick"] is True
     results = data["results"]
     assert {r["case"] for r in results} == REQUIRED_CASES
@@ -35,7 +63,7 @@ def test_quick_run_writes_json_with_expected_keys(tmp_path):
         assert set(r["median_s"]) == set(r["min_s"]) == {"ours", "numpy", "torch"}
         assert set(r["ratios"]) == {"numpy/ours", "torch/ours"}
         t = r["median_s"]
-        if t["ours"] is None:   # only the MLP step may be n/a, while tinygrad_bn.nn is missing
+        if t["ours"] is None:  # only the MLP step may be n/a, while tinygrad_bn.nn is missing
             assert r["case"].startswith("fig1")
             continue
         assert t["ours"] > 0 and t["numpy"] > 0
@@ -62,14 +90,16 @@ def test_bad_arguments_exit_nonzero(argv, capsys):
 
 def test_time_block_takes_a_median_after_warmup():
     calls = []
-    median, fastest, n = bench.time_block(lambda: calls.append(1), warmup=3, repeats=5,
-                                          budget_s=0.0)
+    median, fastest, n = bench.time_block(
+        lambda: calls.append(1), warmup=3, repeats=5, budget_s=0.0
+    )
     assert n == 5 and len(calls) == 8 and 0 <= fastest <= median
 
 
 def test_without_compiled_kernels_ours_is_reported_as_missing(monkeypatch):
     """No extension: "ours" is n/a (never the reference timed under another name)."""
     from tinygrad_bn import kernels
+
     monkeypatch.setattr(kernels, "_COMPILED", {})
     monkeypatch.setattr(kernels, "_backend", "numpy")
     case = next(c for c in bench.all_cases() if c.shape == "60x100")

@@ -132,9 +132,11 @@ def test_array_round_trip(tmp_path_factory, array, fortran):
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
 structures = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=3)
-    | st.lists(children, max_size=3).map(tuple)
-    | st.dictionaries(st.text(max_size=3) | st.integers(-5, 5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3) | st.integers(-5, 5), children, max_size=3)
+    ),
     max_leaves=12,
 )
 

@@ -1,4 +1,5 @@
 """The `tinygrad-bn` command: help, bad options (one line, no traceback), an end-to-end run."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "tinygrad_bn", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd or REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tinygrad_bn", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or REPO,
+        timeout=300,
+    )
 
 
 def _assert_one_line_error(proc, *needles):
@@ -27,32 +34,39 @@ def _assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["fig1", "--steps", "-5"], ["--steps", "-5"]),
-    (["fig1", "--steps", "ten"], ["--steps", "'ten'"]),
-    (["fig1", "--eval-every", "0"], ["--eval-every"]),
-    (["fig1", "--lr", "0"], ["--lr"]),
-    (["fig1", "--lr-bn", "nan"], ["--lr-bn"]),
-    (["fig1", "--threads", "0"], ["--threads"]),
-    (["fig1", "--bogus"], ["--bogus"]),
-    (["claims", "--dropout", "1.5"], ["--dropout"]),
-    (["claims", "--variants", "Inception"], ["Inception"]),
-    (["frobnicate"], ["frobnicate"]),
-    ([], ["required"]),
-])
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["fig1", "--steps", "-5"], ["--steps", "-5"]),
+        (["fig1", "--steps", "ten"], ["--steps", "'ten'"]),
+        (["fig1", "--eval-every", "0"], ["--eval-every"]),
+        (["fig1", "--lr", "0"], ["--lr"]),
+        (["fig1", "--lr-bn", "nan"], ["--lr-bn"]),
+        (["fig1", "--threads", "0"], ["--threads"]),
+        (["fig1", "--bogus"], ["--bogus"]),
+        (["claims", "--dropout", "1.5"], ["--dropout"]),
+        (["claims", "--variants", "Inception"], ["Inception"]),
+        (["frobnicate"], ["frobnicate"]),
+        ([], ["required"]),
+    ],
+)
 def test_bad_options_exit_with_one_line(args, needles):
     _assert_one_line_error(_run(*args), *needles)
 
 
 def test_missing_data_directory_is_one_line(tmp_path):
     missing = str(tmp_path / "nowhere")
-    _assert_one_line_error(_run("fig1", "--data-dir", missing, "--out", str(tmp_path / "o")),
-                           "nowhere", "does not exist")
+    _assert_one_line_error(
+        _run("fig1", "--data-dir", missing, "--out", str(tmp_path / "o")),
+        "nowhere",
+        "does not exist",
+    )
 
 
 def test_data_directory_without_files_is_one_line(tmp_path):
-    proc = _run("claims", "--data-dir", str(tmp_path), "--no-download", "--out",
-                str(tmp_path / "o"))
+    proc = _run(
+        "claims", "--data-dir", str(tmp_path), "--no-download", "--out", str(tmp_path / "o")
+    )
     _assert_one_line_error(proc, "MNIST files missing")
 
 
@@ -81,14 +95,25 @@ def test_bench_forwards_its_arguments(monkeypatch):
     fake.main = lambda argv: seen.append(argv) or 0
     monkeypatch.setitem(sys.modules, "tinygrad_bn.bench", fake)
     import tinygrad_bn
+
     monkeypatch.setattr(tinygrad_bn, "bench", fake, raising=False)
     assert cli.main(["bench", "--quick", "--only", "matmul"]) == 0
     assert seen == [["--quick", "--only", "matmul"]]
 
 
 def test_fig1_end_to_end_interrupt_and_resume(tmp_path):
-    common = ["fig1", "--steps", "60", "--eval-every", "30", "--eval-samples", "200",
-              "--threads", "1", "--no-download"]
+    common = [
+        "fig1",
+        "--steps",
+        "60",
+        "--eval-every",
+        "30",
+        "--eval-samples",
+        "200",
+        "--threads",
+        "1",
+        "--no-download",
+    ]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     proc = _run(*common, "--out", full)
     assert proc.returncode == 0, proc.stderr
@@ -110,7 +135,19 @@ def test_fig1_end_to_end_interrupt_and_resume(tmp_path):
 
 
 def test_resume_with_other_options_is_one_line(tmp_path):
-    common = ["fig1", "--steps", "40", "--eval-every", "20", "--eval-samples", "100",
-              "--threads", "1", "--no-download", "--out", str(tmp_path)]
+    common = [
+        "fig1",
+        "--steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--eval-samples",
+        "100",
+        "--threads",
+        "1",
+        "--no-download",
+        "--out",
+        str(tmp_path),
+    ]
     assert _run(*common, "--stop-after", "20").returncode == 130
     _assert_one_line_error(_run(*common, "--resume", "--init-std", "0.02"), "init_std")

@@ -8,6 +8,7 @@
   and every ``name(params)`` entry there lists the parameters the code really has.
 - api.md's command-line section names every ``tinygrad-bn`` subcommand and option.
 """
+
 import contextlib
 import inspect
 import io
@@ -15,7 +16,6 @@ import re
 import traceback
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import tinygrad_bn as tg
@@ -79,11 +79,16 @@ def test_python_blocks_run(name):
             try:
                 exec(compile(code, f"{path}:{line}", "exec"), namespace)
             except Exception as e:
-                where = [f for f in traceback.extract_tb(e.__traceback__)
-                         if f.filename == f"{path}:{line}"]
+                where = [
+                    f
+                    for f in traceback.extract_tb(e.__traceback__)
+                    if f.filename == f"{path}:{line}"
+                ]
                 at = line + where[-1].lineno if where else line
-                raise AssertionError(f"{name}: line {at} (in the python block at line {line}) "
-                                     f"failed: {type(e).__name__}: {e}") from e
+                raise AssertionError(
+                    f"{name}: line {at} (in the python block at line {line}) "
+                    f"failed: {type(e).__name__}: {e}"
+                ) from e
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -98,8 +103,9 @@ def test_excerpts_match_their_source(name):
             if not chunk.strip():
                 continue
             found = source.find(chunk, pos)
-            assert found >= 0, (f"{name}:{line}: excerpt no longer matches {src} "
-                                f"(from here):\n{chunk}")
+            assert found >= 0, (
+                f"{name}:{line}: excerpt no longer matches {src} (from here):\n{chunk}"
+            )
             pos = found + len(chunk)
 
 
@@ -122,12 +128,14 @@ def test_relative_links_exist(name):
 
 # ---------------------------------------------------------------- api.md coverage
 
+
 def _sections():
     """{heading text inside backticks: section text} for api.md's '## `name`' headings."""
     text = (DOCS / "api.md").read_text(encoding="utf-8")
     parts = re.split(r"^## (.*)$", text, flags=re.M)
-    return {(re.findall(r"`([^`]+)`", h) or [h])[0]: body
-            for h, body in zip(parts[1::2], parts[2::2])}
+    return {
+        (re.findall(r"`([^`]+)`", h) or [h])[0]: body for h, body in zip(parts[1::2], parts[2::2])
+    }
 
 
 def _resolve(dotted):
@@ -142,16 +150,24 @@ def _defined_here(module):
     names = getattr(module, "__all__", None)
     if names is not None:
         return set(names)
-    return {n for n, v in vars(module).items()
-            if not n.startswith("_") and (inspect.isfunction(v) or inspect.isclass(v))
-            and v.__module__ == module.__name__}
+    return {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(v) or inspect.isclass(v))
+        and v.__module__ == module.__name__
+    }
 
 
 def _package_names():
     """tg.*: public functions/classes defined anywhere in the package, and its subpackages."""
-    names = {n for n, v in vars(tg).items() if not n.startswith("_")
-             and (inspect.isfunction(v) or inspect.isclass(v))
-             and v.__module__.startswith("tinygrad_bn")}
+    names = {
+        n
+        for n, v in vars(tg).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(v) or inspect.isclass(v))
+        and v.__module__.startswith("tinygrad_bn")
+    }
     return names | {"functional", "nn", "optim", "data", "kernels", "testing"}
 
 
@@ -168,8 +184,9 @@ NAMESPACES = {
     "tinygrad_bn.nn.Module": lambda: _members(tg.nn.Module),
     "tinygrad_bn.nn.init": lambda: _defined_here(tg.nn.init),
     "tinygrad_bn.nn.utils": lambda: _defined_here(tg.nn.utils),
-    "tinygrad_bn.optim": lambda: (_defined_here(tg.optim) | _members(tg.optim.Optimizer)
-                                  | _members(tg.optim.LRScheduler)),
+    "tinygrad_bn.optim": lambda: (
+        _defined_here(tg.optim) | _members(tg.optim.Optimizer) | _members(tg.optim.LRScheduler)
+    ),
     "tinygrad_bn.data": lambda: _defined_here(tg.data),
     "tinygrad_bn.kernels": lambda: _defined_here(tg.kernels),
     "tinygrad_bn.testing": lambda: _defined_here(tg.testing),
@@ -183,8 +200,7 @@ def test_api_mentions_every_public_name(namespace):
     body = sections[namespace]
     names = NAMESPACES[namespace]()
     assert names
-    missing = sorted(n for n in names if not re.search(rf"(?<![\w]){re.escape(n)}(?![\w])",
-                                                        body))
+    missing = sorted(n for n in names if not re.search(rf"(?<![\w]){re.escape(n)}(?![\w])", body))
     assert not missing, f"api.md section {namespace} does not mention {missing}"
 
 
@@ -206,8 +222,10 @@ def _top_level_split(params):
 def _entries(body):
     """(qualified name, [parameter names]) for every '- `name(params)`' entry."""
     for m in re.finditer(r"^- `([A-Za-z_][\w.]*)\((.*?)\)`", body, flags=re.M):
-        params = [re.split(r"[=:]", p.strip())[0].lstrip("*").strip()
-                  for p in _top_level_split(m.group(2))]
+        params = [
+            re.split(r"[=:]", p.strip())[0].lstrip("*").strip()
+            for p in _top_level_split(m.group(2))
+        ]
         yield m.group(1), [p for p in params if p]
 
 
@@ -224,14 +242,15 @@ def test_api_signatures_match_the_code():
         for qual, params in _entries(body):
             obj, parts = base, qual.split(".")
             if inspect.isclass(base) and parts[0] == base.__name__:
-                parts = parts[1:]            # `Tensor.sum(...)` in the Tensor section
+                parts = parts[1:]  # `Tensor.sum(...)` in the Tensor section
             for part in parts:
                 obj = getattr(obj, part)
             if isinstance(obj, property):
                 continue
             assert params == _real_params(obj), (
                 f"api.md {namespace}: {qual}({', '.join(params)}) but the code has "
-                f"({', '.join(_real_params(obj))})")
+                f"({', '.join(_real_params(obj))})"
+            )
             checked += 1
     assert checked >= 100
 
@@ -245,21 +264,29 @@ def test_api_documents_the_command_line():
     options = {}
     for command, p in sub.choices.items():
         assert f"tinygrad-bn {command}" in body, f"api.md: no 'tinygrad-bn {command}'"
-        options[command] = {o for a in p._actions for o in a.option_strings
-                            if o.startswith("--") and a.help != "==SUPPRESS=="}
+        options[command] = {
+            o
+            for a in p._actions
+            for o in a.option_strings
+            if o.startswith("--") and a.help != "==SUPPRESS=="
+        }
     with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
         bench.parse_args(["--help"])
     options["bench"] |= set(re.findall(r"(--[\w-]+)", out.getvalue()))
     for command, opts in options.items():
-        missing = sorted(o for o in opts - {"--help"}
-                         if not re.search(rf"{re.escape(o)}(?![\w-])", body))
+        missing = sorted(
+            o for o in opts - {"--help"} if not re.search(rf"{re.escape(o)}(?![\w-])", body)
+        )
         assert not missing, f"api.md: tinygrad-bn {command} options not documented: {missing}"
 
 
 def test_blocks_parser_finds_what_it_should(tmp_path):
     doc = tmp_path / "x.md"
-    doc.write_text("text\n```python\na = 1\n```\n<!-- excerpt: f.py -->\n```python\nb\n```\n"
-                   "```bash\nls\n```\n")
+    doc.write_text(
+        "text\n```python\na = 1\n```\n<!-- excerpt: f.py -->\n```python\nb\n```\n```bash\nls\n```\n"
+    )
     assert blocks(doc) == [(2, "a = 1", None), (6, "b", "f.py")]
     assert list(_entries("- `f(a, b=(1, 2), *, c=None, **kw)` -- x\n- `g()`\n")) == [
-        ("f", ["a", "b", "c", "kw"]), ("g", [])]
+        ("f", ["a", "b", "c", "kw"]),
+        ("g", []),
+    ]

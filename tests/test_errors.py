@@ -1,4 +1,5 @@
 """Bad input raises ValueError / TypeError / RuntimeError that says what was expected and got."""
+
 import numpy as np
 import pytest
 
@@ -82,8 +83,9 @@ def test_kernel_dispatch_validates_before_compiled_code():
     with pytest.raises(ValueError, match=r"weight of shape \(3,\), got \(2,\)"):
         kernels.batch_norm_forward_train(a32, np.ones(2, np.float32), np.ones(3, np.float32), 1e-5)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        kernels.batch_norm_forward_train(np.ones((1, 3), np.float32), np.ones(3, np.float32),
-                                         np.ones(3, np.float32), 1e-5)
+        kernels.batch_norm_forward_train(
+            np.ones((1, 3), np.float32), np.ones(3, np.float32), np.ones(3, np.float32), 1e-5
+        )
     with pytest.raises(ValueError, match="argmax values"):
         kernels.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 9), (1, 1, 2, 2))
     with pytest.raises(ValueError, match="set_backend"):

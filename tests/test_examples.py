@@ -1,5 +1,6 @@
 """Run every script in examples/ as a user would (a subprocess, from another directory) and
 check what it prints and writes. Steps are reduced so the whole file stays well under 60 s."""
+
 import os
 import re
 import subprocess
@@ -19,8 +20,14 @@ def run_example(name, *args, cwd):
     # One thread: these tests check results, not speed, and on a busy machine two spinning
     # OpenMP/OpenBLAS threads made the MLP example 10x slower (0.9 s -> 11 s for 300 steps).
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{proc.stderr}"
     return proc.stdout
 
@@ -28,7 +35,7 @@ def run_example(name, *args, cwd):
 def floats_after(label, text):
     """The numbers in the bracketed array printed after `label` (e.g. 'population mean')."""
     line = next(ln for ln in text.splitlines() if ln.startswith(label))
-    return [float(v) for v in line[len(label):].split("]")[0].strip(" [").split()]
+    return [float(v) for v in line[len(label) :].split("]")[0].strip(" [").split()]
 
 
 def test_every_example_is_tested():
@@ -44,13 +51,23 @@ def test_help_shows_the_docstring(name, tmp_path):
     assert first_line.split()[0] in out
 
 
-@pytest.mark.parametrize("name, args", [("mlp_mnist.py", ["--steps", "0"]),
-                                        ("cnn_mnist.py", ["--batch-size", "1"]),
-                                        ("custom_op.py", ["--examples", "0"]),
-                                        ("bn_internals.py", ["--batch-size", "1"])])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("mlp_mnist.py", ["--steps", "0"]),
+        ("cnn_mnist.py", ["--batch-size", "1"]),
+        ("custom_op.py", ["--examples", "0"]),
+        ("bn_internals.py", ["--batch-size", "1"]),
+    ],
+)
 def test_bad_options_exit_2_with_a_message(name, args, tmp_path):
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -65,8 +82,9 @@ def test_mlp_mnist_bn_learns(tmp_path):
 
 
 def test_cnn_mnist_folding_agrees_and_reports_speed(tmp_path):
-    out = run_example("cnn_mnist.py", "--steps", "60", "--eval-images", "300", "--repeats", "3",
-                      cwd=tmp_path)
+    out = run_example(
+        "cnn_mnist.py", "--steps", "60", "--eval-images", "300", "--repeats", "3", cwd=tmp_path
+    )
     assert "folded 2 of 2 BatchNorm2d layers" in out, out
     acc = re.search(r"test accuracy: unfolded ([\d.]+), folded ([\d.]+)", out)
     assert acc and float(acc[1]) > 0.5, out
@@ -94,8 +112,10 @@ def test_bn_internals_prints_both_algorithms_and_writes_the_plot(tmp_path):
     assert "nn.BatchNorm1d gives the same y" in out, out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "bn_internals.png").exists()  # --out was honoured
-    true_mean, cum_mean = floats_after("population mean", out), floats_after(
-        "running_mean cumulative", out)
+    true_mean, cum_mean = (
+        floats_after("population mean", out),
+        floats_after("running_mean cumulative", out),
+    )
     true_var = floats_after("population variance", out)
     cum_var = floats_after("running_var  cumulative", out)
     biased = floats_after("average of biased var_B", out)

@@ -4,6 +4,7 @@ Short runs (a few hundred steps, a small evaluation set) check what the full run
 files and their schema, ordered percentiles, determinism, and that an interrupted run resumed
 from its checkpoint ends with exactly the curves of an uninterrupted one.
 """
+
 import json
 import os
 
@@ -15,10 +16,13 @@ from hypothesis import strategies as st
 import tinygrad_bn as tg
 from tinygrad_bn.experiments import claims, common, fig1, models, runner
 
-FIG1_SHORT = {"steps": 120, "eval_every": 40, "eval_samples": 300, "lr_vanilla": 1.0,
-              "lr_bn": 1.0}
-CLAIMS_SHORT = {"steps": 30, "eval_every": 15, "eval_samples": 200,
-                "variants": ["Baseline", "BN-Baseline", "BN-Baseline+Dropout"]}
+FIG1_SHORT = {"steps": 120, "eval_every": 40, "eval_samples": 300, "lr_vanilla": 1.0, "lr_bn": 1.0}
+CLAIMS_SHORT = {
+    "steps": 30,
+    "eval_every": 15,
+    "eval_samples": 200,
+    "variants": ["Baseline", "BN-Baseline", "BN-Baseline+Dropout"],
+}
 
 
 def _quiet(msg):
@@ -27,8 +31,9 @@ def _quiet(msg):
 
 def _fig1(tmp_path, name, **kw):
     out = str(tmp_path / name)
-    return fig1.run({**FIG1_SHORT, **kw.pop("config", {})}, out, download=False, threads=1,
-                    log=_quiet, **kw), out
+    return fig1.run(
+        {**FIG1_SHORT, **kw.pop("config", {})}, out, download=False, threads=1, log=_quiet, **kw
+    ), out
 
 
 def _curves(results, key):
@@ -37,6 +42,7 @@ def _curves(results, key):
 
 
 # ---------------------------------------------------------------- fig1
+
 
 @pytest.fixture(scope="module")
 def fig1_run(tmp_path_factory):
@@ -59,15 +65,17 @@ def test_fig1_writes_files_and_schema(fig1_run):
         assert c["step"] == [0, 40, 80, 120]
         for key in ("test_acc", "train_loss", "p15", "p50", "p85"):
             assert len(c[key]) == len(c["step"]), key
-        assert c["train_loss"][0] is None          # no training before step 0
+        assert c["train_loss"][0] is None  # no training before step 0
         assert all(0.0 <= a <= 1.0 for a in c["test_acc"])
         assert all(lo <= mid <= hi for lo, mid, hi in zip(c["p15"], c["p50"], c["p85"]))
     for net in ("vanilla", "bn"):
         s = on_disk["summary"][net]
         assert set(s["steps_to"]) == {"0.95", "0.97", "0.98"}
         assert 0.0 <= s["final_acc_mean"] <= 1.0 and s["final_acc_std"] == 0.0
-        assert s["final_acc_mean"] == on_disk["runs"][0 if net == "vanilla" else 1][
-            "curve"]["test_acc"][-1]
+        assert (
+            s["final_acc_mean"]
+            == on_disk["runs"][0 if net == "vanilla" else 1]["curve"]["test_acc"][-1]
+        )
     report = open(os.path.join(out, "report.md")).read()
     assert "| Without BN |" in report and "| With BN |" in report
 
@@ -89,7 +97,7 @@ def test_fig1_resume_gives_the_uninterrupted_curves(fig1_run, tmp_path):
     with pytest.raises(runner.StopRequested):
         _fig1(tmp_path, "r", stop_after=40)
     ckpt = tmp_path / "r" / "checkpoints"
-    assert sorted(os.listdir(ckpt)) == ["fig1-vanilla-seed0.ckpt"]   # stopped in the first run
+    assert sorted(os.listdir(ckpt)) == ["fig1-vanilla-seed0.ckpt"]  # stopped in the first run
     resumed, _ = _fig1(tmp_path, "r", resume=True)
     assert _curves(resumed, "network") == _curves(fig1_run[0], "network")
 
@@ -102,26 +110,39 @@ def test_fig1_resume_refuses_another_configuration(tmp_path):
 
 
 def test_fig1_seeds_are_aggregated(tmp_path):
-    results, _ = _fig1(tmp_path, "s", config={"steps": 40, "eval_every": 20, "seeds": 2,
-                                              "seed": 3})
+    results, _ = _fig1(tmp_path, "s", config={"steps": 40, "eval_every": 20, "seeds": 2, "seed": 3})
     assert [(r["network"], r["seed"]) for r in results["runs"]] == [
-        ("vanilla", 3), ("bn", 3), ("vanilla", 4), ("bn", 4)]
+        ("vanilla", 3),
+        ("bn", 3),
+        ("vanilla", 4),
+        ("bn", 4),
+    ]
     finals = [r["curve"]["test_acc"][-1] for r in results["runs"] if r["network"] == "bn"]
     s = results["summary"]["bn"]
     assert s["seeds"] == 2
     assert s["final_acc_mean"] == pytest.approx(np.mean(finals))
     assert s["final_acc_std"] == pytest.approx(np.std(finals))
-    assert finals[0] != finals[1]          # different seeds, different runs
+    assert finals[0] != finals[1]  # different seeds, different runs
 
 
-@pytest.mark.parametrize("bad", [{"steps": 0}, {"eval_every": -1}, {"lr_bn": 0.0},
-                                 {"init_std": float("nan")}, {"batch_size": 1}, {"unit": 100}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"steps": 0},
+        {"eval_every": -1},
+        {"lr_bn": 0.0},
+        {"init_std": float("nan")},
+        {"batch_size": 1},
+        {"unit": 100},
+    ],
+)
 def test_fig1_rejects_bad_config(tmp_path, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         fig1.run({**FIG1_SHORT, **bad}, str(tmp_path), download=False, log=_quiet)
 
 
 # ---------------------------------------------------------------- models
+
 
 def test_fig1_networks_share_initial_weights_and_differ_only_by_bn():
     plain = models.fig1_mlp(False, 0.01, np.random.default_rng(5))
@@ -154,8 +175,9 @@ def test_forward_probed_returns_logits_and_the_last_sigmoid_input():
 
 def test_claims_convnet_shapes():
     for bn, act, p in ((False, "relu", 0.25), (True, "sigmoid", 0.0)):
-        model = models.claims_convnet(bn, act, p, np.random.default_rng(0),
-                                      np.random.default_rng(1))
+        model = models.claims_convnet(
+            bn, act, p, np.random.default_rng(0), np.random.default_rng(1)
+        )
         with tg.no_grad():
             assert model(tg.Tensor(np.zeros((3, 1, 28, 28), np.float32))).shape == (3, 10)
         assert any(isinstance(m, tg.nn.BatchNorm2d) for m in model) == bn
@@ -163,6 +185,7 @@ def test_claims_convnet_shapes():
 
 
 # ---------------------------------------------------------------- claims
+
 
 @pytest.fixture(scope="module")
 def claims_run(tmp_path_factory):
@@ -183,13 +206,16 @@ def test_claims_writes_files_and_schema(claims_run):
     s = on_disk["summary"]
     base = [r for r in on_disk["runs"] if r["variant"] == "Baseline"][0]["curve"]
     assert s["target_acc"] == max(base["test_acc"])
-    assert s["variants"]["Baseline"]["steps_to_target"] == base["step"][
-        int(np.argmax(base["test_acc"]))]
+    assert (
+        s["variants"]["Baseline"]["steps_to_target"]
+        == base["step"][int(np.argmax(base["test_acc"]))]
+    )
     for name, v in s["variants"].items():
         run = [r for r in on_disk["runs"] if r["variant"] == name][0]
         assert v["best_acc_mean"] == max(run["curve"]["test_acc"])
         assert v["steps_to_target"] == common.steps_to_reach(
-            run["curve"]["step"], run["curve"]["test_acc"], s["target_acc"])
+            run["curve"]["step"], run["curve"]["test_acc"], s["target_acc"]
+        )
     assert s["variants"]["BN-Baseline+Dropout"]["dropout"] == 0.25
     assert "| BN-Baseline |" in open(os.path.join(out, "report.md")).read()
 
@@ -208,6 +234,7 @@ def test_claims_rejects_unknown_variant(tmp_path):
 
 
 # ---------------------------------------------------------------- helpers
+
 
 @settings(deadline=None, max_examples=30)
 @given(st.integers(0, 2**31 - 1), st.integers(0, 50), st.integers(1, 300))
@@ -234,7 +261,7 @@ def test_steps_to_reach_and_auc_match_direct_definitions(accs, target):
 
 
 def test_json_safe_writes_nan_as_null():
-    out = common.json_safe({"a": [float("nan"), np.float32(0.5), np.int64(3)],
-                            "b": np.array([1.0, np.inf])})
-    assert json.loads(json.dumps(out, allow_nan=False)) == {"a": [None, 0.5, 3],
-                                                           "b": [1.0, None]}
+    out = common.json_safe(
+        {"a": [float("nan"), np.float32(0.5), np.int64(3)], "b": np.array([1.0, np.inf])}
+    )
+    assert json.loads(json.dumps(out, allow_nan=False)) == {"a": [None, 0.5, 3], "b": [1.0, None]}

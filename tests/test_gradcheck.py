@@ -1,4 +1,5 @@
 """tg.gradcheck itself: it passes correct backwards and catches wrong ones."""
+
 import numpy as np
 import pytest
 
@@ -39,6 +40,7 @@ def test_gradcheck_checks_only_inputs_requiring_grad_and_runs_in_float64():
     def fn(a, b):
         seen.append(a.dtype)
         return a * b
+
     assert tg.gradcheck(fn, [x, c])
     assert set(seen) == {np.dtype(np.float64)}
 

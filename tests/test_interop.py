@@ -1,4 +1,5 @@
 """NumPy interop: __array__, from_numpy, .numpy(), tolist, NumPy operands on either side."""
+
 import numpy as np
 
 import tinygrad_bn as tg
@@ -29,8 +30,13 @@ def test_tolist_and_item():
 
 def test_numpy_scalars_and_arrays_on_either_side():
     t = tg.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
-    for out in (np.float64(2.0) * t, t * np.float64(2.0), np.array([2.0, 2.0]) * t,
-                t * np.array([2.0, 2.0]), np.array([0.0, 0.0]) + t * 2):
+    for out in (
+        np.float64(2.0) * t,
+        t * np.float64(2.0),
+        np.array([2.0, 2.0]) * t,
+        t * np.array([2.0, 2.0]),
+        np.array([0.0, 0.0]) + t * 2,
+    ):
         assert isinstance(out, tg.Tensor) and out.dtype == np.float32
         np.testing.assert_array_equal(out.numpy(), [2.0, 4.0])
     (np.array([1.0, 3.0]) - t).sum().backward()

@@ -4,12 +4,13 @@ Every test runs the kernels through tinygrad_bn.kernels with the "cython" backen
 first asserts that the compiled batch-norm kernels are really loaded: without that check a
 missing build would silently fall back to the reference and compare it with itself.
 """
+
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from tinygrad_bn import kernels as K
-from tinygrad_bn.kernels import reference as R
 
 BN_KERNELS = ("batch_norm_forward_train", "batch_norm_backward", "batch_norm_forward_eval")
 # compiled vs reference: both compute in double and round once, so they agree to ~1 ulp
@@ -19,8 +20,9 @@ RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
 @pytest.fixture(autouse=True)
 def compiled_bn():
     missing = [k for k in BN_KERNELS if k not in K.info()["compiled_kernels"]]
-    assert not missing, (f"compiled batch-norm kernels missing: {missing}; "
-                         f"{K.info()['import_errors']}")
+    assert not missing, (
+        f"compiled batch-norm kernels missing: {missing}; {K.info()['import_errors']}"
+    )
     threads = K.get_num_threads()
     with K.backend("cython"):
         yield
@@ -31,15 +33,21 @@ def close(got, want, dtype, scale=None):
     """|got - want| <= rtol * (|want| + scale) elementwise; scale (a number or an array
     broadcasting against want) defaults to max |want|, the array's magnitude."""
     rtol = RTOL[np.dtype(dtype)]
-    assert got.shape == want.shape and got.dtype == want.dtype, \
-        (got.shape, got.dtype, want.shape, want.dtype)
+    assert got.shape == want.shape and got.dtype == want.dtype, (
+        got.shape,
+        got.dtype,
+        want.shape,
+        want.dtype,
+    )
     if scale is None:
         scale = float(np.max(np.abs(want), initial=0.0))
     err = np.abs(got.astype(np.float64) - want)
     bound = rtol * (np.abs(want) + scale) + 1e-300
     bad = err > bound
-    assert not bad.any(), (f"{bad.sum()} of {bad.size} differ; worst error {err.max():.3g} "
-                           f"(bound there {np.broadcast_to(bound, err.shape)[bad].min():.3g})")
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} differ; worst error {err.max():.3g} "
+        f"(bound there {np.broadcast_to(bound, err.shape)[bad].min():.3g})"
+    )
 
 
 def check_forward(got, want, x, w):
@@ -54,8 +62,12 @@ def check_forward(got, want, x, w):
     close(var, want[2], x.dtype, scale=big * big * fp / RTOL[x.dtype] + np.abs(want[2]))
     close(invstd, want[3], x.dtype, scale=np.abs(want[3]))
     wi = float(np.max(np.abs(w * want[3]), initial=0.0))
-    close(y, want[0], x.dtype,
-          scale=float(np.max(np.abs(want[0]), initial=0.0)) + big * wi * fp / RTOL[x.dtype])
+    close(
+        y,
+        want[0],
+        x.dtype,
+        scale=float(np.max(np.abs(want[0]), initial=0.0)) + big * wi * fp / RTOL[x.dtype],
+    )
 
 
 def check_backward(got, want, dy, x, mean, invstd, w):
@@ -69,8 +81,11 @@ def check_backward(got, want, dy, x, mean, invstd, w):
     xhat = (x.astype(np.float64) - mean.reshape(cshape)) * invstd.reshape(cshape)
     abs_db = np.sum(np.abs(dy), axis=axes)
     abs_dw = np.sum(np.abs(dy * xhat), axis=axes)
-    terms = (np.abs(w * invstd).reshape(cshape) / m
-             * (m * np.abs(dy) + abs_db.reshape(cshape) + np.abs(xhat) * abs_dw.reshape(cshape)))
+    terms = (
+        np.abs(w * invstd).reshape(cshape)
+        / m
+        * (m * np.abs(dy) + abs_db.reshape(cshape) + np.abs(xhat) * abs_dw.reshape(cshape))
+    )
     close(got[0], want[0], x.dtype, scale=terms)
     close(got[1], want[1], x.dtype, scale=abs_dw)
     close(got[2], want[2], x.dtype, scale=abs_db)
@@ -87,7 +102,7 @@ def strided(a, how):
         return a
     if how == "fortran":
         return np.asfortranarray(a)
-    big = np.zeros((2 * a.shape[0],) + a.shape[1:], dtype=a.dtype)   # every other row
+    big = np.zeros((2 * a.shape[0],) + a.shape[1:], dtype=a.dtype)  # every other row
     big[::2] = a
     return big[::2]
 
@@ -105,7 +120,7 @@ def bn_case(draw, min_m=2):
     loc = draw(st.sampled_from([0.0, 3.0, -50.0]))
     scale = draw(st.sampled_from([1e-3, 1.0, 20.0]))
     x = (loc + scale * rng.standard_normal(shape)).astype(dtype)
-    if draw(st.booleans()) and x.size:   # exact ties and a constant channel
+    if draw(st.booleans()) and x.size:  # exact ties and a constant channel
         x[:, 0] = x.flat[0]
     w = rng.standard_normal(c).astype(dtype)
     b = rng.standard_normal(c).astype(dtype)
@@ -158,8 +173,16 @@ def test_forward_eval_matches_reference(case):
 # one block per thread (rows of whole cache lines, or C >= 512 with a boundary inside a
 # line), (N, C) with many narrow L2-capped blocks, (N, C) kept serial (C = 131), (N, C, L)
 # with L over a strip (512) and not a multiple of it, L = 1 routed to the (N, C) walk, C = 1.
-BIG = [(257, 144), (40, 1030), (2049, 48), (257, 131), (3, 7, 1601), (64, 5, 113),
-       (40000, 1), (9, 2, 2000)]
+BIG = [
+    (257, 144),
+    (40, 1030),
+    (2049, 48),
+    (257, 131),
+    (3, 7, 1601),
+    (64, 5, 113),
+    (40000, 1),
+    (9, 2, 2000),
+]
 
 
 @pytest.mark.parametrize("shape", BIG)
@@ -177,11 +200,16 @@ def test_threaded_paths_match_reference(shape, dtype, threads):
     check_forward(got, want, x, w)
     _, mean, var, invstd = want
     got = K.batch_norm_backward(dy, x, mean, invstd, w)
-    check_backward(got, reference("batch_norm_backward", dy, x, mean, invstd, w),
-                   dy, x, mean, invstd, w)
+    check_backward(
+        got, reference("batch_norm_backward", dy, x, mean, invstd, w), dy, x, mean, invstd, w
+    )
     got = K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5)
-    close(got, reference("batch_norm_forward_eval", x, mean, var, w, b, 1e-5), dtype,
-          scale=float(np.max(np.abs(x)) * np.max(np.abs(w * invstd))))
+    close(
+        got,
+        reference("batch_norm_forward_eval", x, mean, var, w, b, 1e-5),
+        dtype,
+        scale=float(np.max(np.abs(x)) * np.max(np.abs(w * invstd))),
+    )
 
 
 @pytest.mark.parametrize("shape", [(257, 144), (40, 1030), (3, 7, 1601)])
@@ -229,7 +257,7 @@ def test_outlier_first_element_takes_the_exact_second_pass(shape, dtype):
     kernel must redo them around the mean (without that pass float32 (N, C) fails here)."""
     rng = np.random.default_rng(6)
     x = (5.0 + 0.01 * rng.standard_normal(shape)).astype(dtype)
-    x[0] = 500.0   # first row: every channel's shift is an outlier
+    x[0] = 500.0  # first row: every channel's shift is an outlier
     c = shape[1]
     w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
     got = K.batch_norm_forward_train(x, w, b, 1e-5)
@@ -269,8 +297,12 @@ def test_eval_with_batch_statistics_equals_training_output(dtype):
     x = rng.standard_normal((33, 6, 17)).astype(dtype)
     w, b = rng.standard_normal(6).astype(dtype), rng.standard_normal(6).astype(dtype)
     y, mean, var, _ = K.batch_norm_forward_train(x, w, b, 1e-5)
-    np.testing.assert_allclose(K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5), y,
-                               rtol=RTOL[np.dtype(dtype)] * 10, atol=RTOL[np.dtype(dtype)] * 10)
+    np.testing.assert_allclose(
+        K.batch_norm_forward_eval(x, mean, var, w, b, 1e-5),
+        y,
+        rtol=RTOL[np.dtype(dtype)] * 10,
+        atol=RTOL[np.dtype(dtype)] * 10,
+    )
 
 
 def test_inputs_are_not_mutated_and_outputs_are_fresh():
@@ -294,9 +326,9 @@ def test_zero_size_axes():
     assert dx.shape == (0, 3, 4)
     assert np.array_equal(dw, np.zeros(3)) and np.array_equal(db, np.zeros(3))
     assert K.batch_norm_forward_eval(np.zeros((0, 3)), w, w, w, b, 1e-5).shape == (0, 3)
-    y, mean, var, invstd = K.batch_norm_forward_train(np.zeros((4, 0, 2), np.float32),
-                                                      np.zeros(0, np.float32),
-                                                      np.zeros(0, np.float32), 1e-5)
+    y, mean, var, invstd = K.batch_norm_forward_train(
+        np.zeros((4, 0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), 1e-5
+    )
     assert y.shape == (4, 0, 2) and mean.shape == var.shape == invstd.shape == (0,)
     assert y.dtype == mean.dtype == np.float32
     with pytest.raises(ValueError, match="more than 1 value per channel"):
@@ -306,6 +338,7 @@ def test_zero_size_axes():
 def test_compiled_wrapper_rejects_empty_channels_itself():
     """The dispatcher checks this first; the compiled kernel still never divides by m = 0."""
     from tinygrad_bn._ext import batchnorm
+
     with pytest.raises(ValueError, match="at least 1 value per channel"):
         batchnorm.batch_norm_forward_train(np.zeros((0, 3)), np.ones(3), np.zeros(3), 1e-5)
 
@@ -314,6 +347,7 @@ def test_compiled_wrappers_check_what_memory_safety_depends_on():
     """Called directly (past the dispatcher), a wrong dtype or length is an error, not a
     read past the end of an array."""
     from tinygrad_bn._ext import batchnorm
+
     x = np.ones((4, 3), np.float32)
     ok = np.ones(3, np.float32)
     with pytest.raises(TypeError, match="weight must have dtype float32"):
@@ -344,11 +378,20 @@ def test_matches_pytorch(shape):
     y, mean, var, invstd = K.batch_norm_forward_train(x3, w, b, 1e-5)
     dx, dw, db = K.batch_norm_backward(dy3, x3, mean, invstd, w)
     t = [torch.from_numpy(a) for a in (x, dy, w, b)]
-    ty, tmean, tinvstd = torch.ops.aten.native_batch_norm(t[0], t[2], t[3], None, None, True,
-                                                          0.1, 1e-5)
+    ty, tmean, tinvstd = torch.ops.aten.native_batch_norm(
+        t[0], t[2], t[3], None, None, True, 0.1, 1e-5
+    )
     tdx, tdw, tdb = torch.ops.aten.native_batch_norm_backward(
-        t[1], t[0], t[2], None, None, tmean, tinvstd, True, 1e-5, [True, True, True])
-    for ours, theirs in ((y, ty), (mean, tmean), (invstd, tinvstd), (dx, tdx), (dw, tdw),
-                         (db, tdb)):
-        np.testing.assert_allclose(ours.reshape(theirs.shape), theirs.numpy(), rtol=1e-10,
-                                   atol=1e-10)
+        t[1], t[0], t[2], None, None, tmean, tinvstd, True, 1e-5, [True, True, True]
+    )
+    for ours, theirs in (
+        (y, ty),
+        (mean, tmean),
+        (invstd, tinvstd),
+        (dx, tdx),
+        (dw, tdw),
+        (db, tdb),
+    ):
+        np.testing.assert_allclose(
+            ours.reshape(theirs.shape), theirs.numpy(), rtol=1e-10, atol=1e-10
+        )

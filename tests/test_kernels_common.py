@@ -1,5 +1,6 @@
 """The kernel dispatch as a whole: the build is present, info(), backend switching,
 thread control, determinism of every kernel and flat memory over many calls."""
+
 import numpy as np
 import pytest
 
@@ -15,9 +16,17 @@ def test_compiled_extension_is_built():
 
 def test_info_fields():
     from tinygrad_bn._ext import _config
+
     info = K.info()
-    assert set(info) >= {"backend", "num_threads", "openmp", "compiler_flags",
-                         "compiled_kernels", "numpy_fallback", "import_errors"}
+    assert set(info) >= {
+        "backend",
+        "num_threads",
+        "openmp",
+        "compiler_flags",
+        "compiled_kernels",
+        "numpy_fallback",
+        "import_errors",
+    }
     assert info["backend"] in ("cython", "numpy")
     assert info["openmp"] is _config.openmp_enabled()
     assert isinstance(info["compiler_flags"], str) and "-O" in info["compiler_flags"]
@@ -39,7 +48,7 @@ def test_backend_switching_and_context_manager_restore():
         with pytest.raises(KeyError):
             with K.backend("cython"):
                 raise KeyError("boom")
-        assert K.get_backend() == "numpy"   # restored after an exception too
+        assert K.get_backend() == "numpy"  # restored after an exception too
         with pytest.raises(ValueError, match="expected 'cython' or 'numpy'"):
             K.set_backend("cuda")
         assert K.get_backend() == "numpy"
@@ -50,6 +59,7 @@ def test_backend_switching_and_context_manager_restore():
 def test_backends_route_to_different_implementations():
     """The cython backend really calls compiled code (not the reference under another name)."""
     from tinygrad_bn.kernels import reference
+
     for name in K.KERNELS:
         with K.backend("cython"):
             impl = K._impl(name)
@@ -68,6 +78,7 @@ def test_set_num_threads_rejects_bad_values(bad):
 
 def test_set_num_threads_reaches_openmp():
     from tinygrad_bn._ext import _config
+
     before = K.get_num_threads()
     try:
         for n in (1, 3, 2):
@@ -142,16 +153,17 @@ def _rss_bytes():
         return int(f.read().split()[1]) * 4096
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"),
-                    reason="/proc/self/statm is Linux-only")
+@pytest.mark.skipif(
+    not __import__("os").path.exists("/proc/self/statm"), reason="/proc/self/statm is Linux-only"
+)
 def test_repeated_kernel_calls_keep_memory_flat():
     """Leaking the outputs of one round (~1 MB over all kernels) would add ~80 MB here."""
     calls = _kernel_calls(np.float32)
     before = K.get_num_threads()
-    K.set_num_threads(1)   # leaks do not need threads; a busy machine makes them slow
+    K.set_num_threads(1)  # leaks do not need threads; a busy machine makes them slow
     try:
         with K.backend("cython"):
-            for call in calls.values():   # warm up allocator pools
+            for call in calls.values():  # warm up allocator pools
                 call()
             start = _rss_bytes()
             for _ in range(80):

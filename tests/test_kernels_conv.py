@@ -5,14 +5,16 @@ tinygrad_bn.kernels.reference evaluated in float64. Shapes include zero-size axe
 maps and kernels, strides and paddings that leave ragged edges, and non-contiguous inputs;
 every case runs on 1 and 2 threads.
 """
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygrad_bn import kernels as K
 from tinygrad_bn.kernels import reference as R
 
-K.require_extension()   # a missing build fails this module instead of testing NumPy against itself
+K.require_extension()  # a missing build fails this module instead of testing NumPy against itself
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 LAYOUTS = st.sampled_from(["c", "step", "neg", "channels_last"])
@@ -39,7 +41,7 @@ def ref_conv(x, w, g, stride, padding):
     for xx, ww, gg in [(x, w, g), (np.abs(x), np.abs(w), np.abs(g))]:
         xx, ww, gg = (v.astype(np.float64) for v in (xx, ww, gg))
         y = R.conv2d_forward(xx, ww, stride, padding)
-        if gg.size:   # the reference cannot reshape an empty grad_out; an empty sum is 0
+        if gg.size:  # the reference cannot reshape an empty grad_out; an empty sum is 0
             dx, dw = R.conv2d_backward(xx, ww, gg, stride, padding)
         else:
             dx, dw = np.zeros_like(xx), np.zeros_like(ww)
@@ -68,8 +70,14 @@ def conv_case(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=conv_case(), dtype=DTYPES, lx=LAYOUTS, lw=LAYOUTS, lg=LAYOUTS,
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    case=conv_case(),
+    dtype=DTYPES,
+    lx=LAYOUTS,
+    lw=LAYOUTS,
+    lg=LAYOUTS,
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_conv2d_matches_reference(threads, case, dtype, lx, lw, lg, seed):
     xs, ws, stride, padding = case
     rng = np.random.default_rng(seed)
@@ -88,8 +96,10 @@ def test_conv2d_matches_reference(threads, case, dtype, lx, lw, lg, seed):
     close(got_dw, dw, sdw, dtype, xs[0] * oh * ow)
 
 
-@pytest.mark.parametrize("n,c,hw,o", [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1),
-                                      (3, 2, 1, 3), (2, 3, 2, 5)])
+@pytest.mark.parametrize(
+    "n,c,hw,o",
+    [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1), (3, 2, 1, 3), (2, 3, 2, 5)],
+)
 def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
     """The benchmark's layers (k3 p1: the flat-shift im2col), a single image (the GEMM-threaded
     path) and 1x1 / 2x2 maps where most of each window is padding."""
@@ -106,9 +116,9 @@ def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
 
 
 def test_conv2d_deterministic(threads):
-    """Same inputs and thread count -> bit-identical outputs (dW partials summed in a fixed order)."""
+    """Same inputs and thread count -> bit-identical outputs (dW partials summed in fixed order)."""
     rng = np.random.default_rng(3)
-    for stride, oh in [(1, 12), (2, 6)]:   # big enough for the threaded per-image path
+    for stride, oh in [(1, 12), (2, 6)]:  # big enough for the threaded per-image path
         x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
         w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
         g = rng.standard_normal((16, 16, oh, oh)).astype(np.float32)
@@ -120,6 +130,7 @@ def test_conv2d_deterministic(threads):
 
 
 # ---------------------------------------------------------------- max_pool2d
+
 
 @st.composite
 def pool_case(draw):
@@ -140,13 +151,15 @@ POOL_VALUES = st.sampled_from([-2.0, -1.0, 0.0, 0.5, 1.0, -np.inf])
 @given(case=pool_case(), dtype=DTYPES, lx=LAYOUTS, data=st.data())
 def test_max_pool2d_matches_reference_exactly(threads, case, dtype, lx, data):
     xs, k, stride, padding = case
-    x = np.array(data.draw(st.lists(POOL_VALUES, min_size=int(np.prod(xs)),
-                                    max_size=int(np.prod(xs)))), dtype=dtype).reshape(xs)
+    x = np.array(
+        data.draw(st.lists(POOL_VALUES, min_size=int(np.prod(xs)), max_size=int(np.prod(xs)))),
+        dtype=dtype,
+    ).reshape(xs)
     y, arg = K.max_pool2d_forward(layout(x, lx), k, stride, padding)
     want_y, want_arg = R.max_pool2d_forward(x, k, stride, padding)
     assert y.dtype == dtype and arg.dtype == np.int64 and y.shape == want_y.shape
     np.testing.assert_array_equal(y, want_y)
-    np.testing.assert_array_equal(arg, want_arg)   # ties: first in row-major window order
+    np.testing.assert_array_equal(arg, want_arg)  # ties: first in row-major window order
 
     g = np.random.default_rng(len(x.shape)).standard_normal(y.shape).astype(dtype)
     dx = K.max_pool2d_backward(layout(g, lx), arg, xs)
@@ -164,7 +177,7 @@ def test_max_pool2d_overlapping_windows_accumulate(threads, dtype):
     x[:, :, 2, 2] = 1.0
     y, arg = K.max_pool2d_forward(x, (3, 3), (1, 1), (1, 1))
     dx = K.max_pool2d_backward(np.ones_like(y), arg, x.shape)
-    assert dx[0, 0, 2, 2] == 9.0   # the centre wins all 9 windows that contain it
+    assert dx[0, 0, 2, 2] == 9.0  # the centre wins all 9 windows that contain it
     np.testing.assert_array_equal(dx, R.max_pool2d_backward(np.ones_like(y), arg, x.shape))
 
 
@@ -176,24 +189,33 @@ def test_max_pool2d_large_parallel_planes(threads):
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(arg, want_arg)
     g = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
-    np.testing.assert_array_equal(K.max_pool2d_backward(g, arg, x.shape),
-                                  R.max_pool2d_backward(g, arg, x.shape))
+    np.testing.assert_array_equal(
+        K.max_pool2d_backward(g, arg, x.shape), R.max_pool2d_backward(g, arg, x.shape)
+    )
 
 
-@pytest.mark.parametrize("call", [
-    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3), np.float32), (1, 1), (0, 0)),
-    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3)), (1, 1), (0, 0)),
-    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 7, 7)), (1, 1), (0, 0)),
-    lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), (0, 1), (0, 0)),
-    lambda C: C.conv2d_backward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), np.ones((2, 4, 2, 2)),
-                                (1, 1), (0, 0)),
-    lambda C: C.max_pool2d_forward(np.ones((3, 5, 5)), (2, 2), (2, 2), (0, 0)),
-    lambda C: C.max_pool2d_forward(np.ones((1, 3, 5, 5)), (9, 9), (1, 1), (0, 0)),
-    lambda C: C.max_pool2d_backward(np.ones((1, 3, 2, 2), np.int64), np.zeros((1, 3, 2, 2), np.int64),
-                                    (1, 3, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda C: C.conv2d_forward(
+            np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3), np.float32), (1, 1), (0, 0)
+        ),
+        lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 2, 3, 3)), (1, 1), (0, 0)),
+        lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 7, 7)), (1, 1), (0, 0)),
+        lambda C: C.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), (0, 1), (0, 0)),
+        lambda C: C.conv2d_backward(
+            np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), np.ones((2, 4, 2, 2)), (1, 1), (0, 0)
+        ),
+        lambda C: C.max_pool2d_forward(np.ones((3, 5, 5)), (2, 2), (2, 2), (0, 0)),
+        lambda C: C.max_pool2d_forward(np.ones((1, 3, 5, 5)), (9, 9), (1, 1), (0, 0)),
+        lambda C: C.max_pool2d_backward(
+            np.ones((1, 3, 2, 2), np.int64), np.zeros((1, 3, 2, 2), np.int64), (1, 3, 4, 4)
+        ),
+    ],
+)
 def test_direct_calls_validate(call):
     """The compiled functions re-check what they index with: a direct call errors, never crashes."""
     from tinygrad_bn._ext import conv2d as C
+
     with pytest.raises((TypeError, ValueError)):
         call(C)

@@ -5,35 +5,63 @@ the small-problem thresholds), layouts include transposed views, stepped slices,
 and unaligned strides, and every case runs on 1 and 2 threads. The oracle is the float64
 product of the same inputs; the allowed error scales with sum_k |a_ik||b_kj|.
 """
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygrad_bn import kernels as K
 
-K.require_extension()   # a missing build fails this module instead of testing NumPy against itself
+K.require_extension()  # a missing build fails this module instead of testing NumPy against itself
 
-MR, NR, MC, KC, NC = 6, 32, 144, 256, 4096     # ext/gemm.pxd
-PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96     # rows where float32 A gets packed (K >= KC)
-EDGES = sorted({0, 1, 2, MR - 1, MR, MR + 1, NR - 1, NR, NR + 1, DIRECT_B_MAX_M,
-                DIRECT_B_MAX_M + 1, MC - 1, MC + 1, PACK_A_MIN_M, KC // 2 + 1, KC + 1})
+MR, NR, MC, KC, NC = 6, 32, 144, 256, 4096  # ext/gemm.pxd
+PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96  # rows where float32 A gets packed (K >= KC)
+EDGES = sorted(
+    {
+        0,
+        1,
+        2,
+        MR - 1,
+        MR,
+        MR + 1,
+        NR - 1,
+        NR,
+        NR + 1,
+        DIRECT_B_MAX_M,
+        DIRECT_B_MAX_M + 1,
+        MC - 1,
+        MC + 1,
+        PACK_A_MIN_M,
+        KC // 2 + 1,
+        KC + 1,
+    }
+)
 LAYOUTS = ("c", "f", "step", "neg", "unaligned")
 # the paper's MLP (784-100-100-100-10, batch 60): forward and both backward products
-MLP = [(60, 784, 100, "cc"), (60, 100, 100, "cc"), (60, 100, 10, "cc"),
-       (60, 100, 784, "cf"), (60, 10, 100, "cf"), (60, 100, 100, "cf"),
-       (784, 60, 100, "fc"), (100, 60, 100, "fc"), (100, 60, 10, "fc")]
+MLP = [
+    (60, 784, 100, "cc"),
+    (60, 100, 100, "cc"),
+    (60, 100, 10, "cc"),
+    (60, 100, 784, "cf"),
+    (60, 10, 100, "cf"),
+    (60, 100, 100, "cf"),
+    (784, 60, 100, "fc"),
+    (100, 60, 100, "fc"),
+    (100, 60, 10, "fc"),
+]
 
 
 def layout(a, how):
     """The values of `a` (2D or 3D) in another memory layout."""
     if how == "c":
         return np.ascontiguousarray(a)
-    if how == "f":     # a transposed view of contiguous storage, as in `W.T`
+    if how == "f":  # a transposed view of contiguous storage, as in `W.T`
         return np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
     if how == "step":  # every other row and column of a bigger array
         big = np.zeros(a.shape[:-2] + (2 * a.shape[-2] + 1, 2 * a.shape[-1] + 1), a.dtype)
-        big[..., 1::2, ::2][..., :a.shape[-2], :a.shape[-1]] = a
-        return big[..., 1::2, ::2][..., :a.shape[-2], :a.shape[-1]]
+        big[..., 1::2, ::2][..., : a.shape[-2], : a.shape[-1]] = a
+        return big[..., 1::2, ::2][..., : a.shape[-2], : a.shape[-1]]
     if how == "neg":
         return np.ascontiguousarray(a[..., ::-1, ::-1])[..., ::-1, ::-1]
     if how == "unaligned":  # data one byte off alignment: the wrapper must copy, not crash
@@ -64,22 +92,36 @@ dims = st.one_of(st.integers(0, 40), st.sampled_from(EDGES))
 
 
 @settings(max_examples=60, deadline=None)
-@given(m=dims, k=dims, n=dims, dtype=st.sampled_from([np.float32, np.float64]),
-       la=st.sampled_from(LAYOUTS), lb=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1))
+@given(
+    m=dims,
+    k=dims,
+    n=dims,
+    dtype=st.sampled_from([np.float32, np.float64]),
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_matmul_2d_matches_numpy(threads, m, k, n, dtype, la, lb, seed):
     rng = np.random.default_rng(seed)
     a0, b0 = random(rng, (m, k), dtype), random(rng, (k, n), dtype)
     a, b = layout(a0, la), layout(b0, lb)
     c = K.matmul(a, b)
     check(a0, b0, c)
-    np.testing.assert_array_equal(a, a0)   # inputs are not written to
+    np.testing.assert_array_equal(a, a0)  # inputs are not written to
     np.testing.assert_array_equal(b, b0)
 
 
 @settings(max_examples=30, deadline=None)
-@given(nb=st.sampled_from([0, 1, 2, 3, 5]), m=dims, k=st.integers(0, 40), n=dims,
-       dtype=st.sampled_from([np.float32, np.float64]),
-       la=st.sampled_from(LAYOUTS), lb=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1))
+@given(
+    nb=st.sampled_from([0, 1, 2, 3, 5]),
+    m=dims,
+    k=st.integers(0, 40),
+    n=dims,
+    dtype=st.sampled_from([np.float32, np.float64]),
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_matmul_batched_matches_numpy(threads, nb, m, k, n, dtype, la, lb, seed):
     rng = np.random.default_rng(seed)
     a0, b0 = random(rng, (nb, m, k), dtype), random(rng, (nb, k, n), dtype)
@@ -93,7 +135,7 @@ def test_matmul_batched_strided_batch_axis(threads):
     a = random(rng, (16, 7, 33), np.float64)[::2]
     b = random(rng, (8, 33, 5), np.float64).transpose(0, 2, 1).copy().transpose(0, 2, 1)
     check(a, b, K.matmul(a, b))
-    a = random(rng, (8, 60, 100), np.float32)[::2]    # enough work to thread over the items
+    a = random(rng, (8, 60, 100), np.float32)[::2]  # enough work to thread over the items
     b = random(rng, (4, 100, 100), np.float32)
     check(a, b, K.matmul(a, b))
 
@@ -103,12 +145,18 @@ def test_matmul_batched_strided_batch_axis(threads):
 def test_matmul_mlp_shapes(threads, m, k, n, lay, dtype):
     rng = np.random.default_rng(m * k + n)
     a0, b0 = random(rng, (m, k), dtype), random(rng, (k, n), dtype)
-    check(a0, b0, K.matmul(layout(a0, "f" if lay[0] == "f" else "c"),
-                           layout(b0, "f" if lay[1] == "f" else "c")))
+    check(
+        a0,
+        b0,
+        K.matmul(
+            layout(a0, "f" if lay[0] == "f" else "c"), layout(b0, "f" if lay[1] == "f" else "c")
+        ),
+    )
 
 
-@pytest.mark.parametrize("m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1),
-                                   (7, 33, NC + 4), (400, 300, NC + 1)])
+@pytest.mark.parametrize(
+    "m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1), (7, 33, NC + 4), (400, 300, NC + 1)]
+)
 def test_matmul_large_blocks(threads, m, k, n):
     """Several K slices, row blocks and column blocks, ragged everywhere: the packed path."""
     rng = np.random.default_rng(1)
@@ -118,15 +166,23 @@ def test_matmul_large_blocks(threads, m, k, n):
         check(a0, b0, K.matmul(layout(a0, "f"), layout(b0, "f")))
 
 
-@pytest.mark.parametrize("shape_a,shape_b", [((0, 5), (5, 3)), ((4, 0), (0, 3)), ((4, 5), (5, 0)),
-                                             ((0, 0), (0, 0)), ((2, 3, 0), (2, 0, 4)),
-                                             ((0, 3, 4), (0, 4, 2))])
+@pytest.mark.parametrize(
+    "shape_a,shape_b",
+    [
+        ((0, 5), (5, 3)),
+        ((4, 0), (0, 3)),
+        ((4, 5), (5, 0)),
+        ((0, 0), (0, 0)),
+        ((2, 3, 0), (2, 0, 4)),
+        ((0, 3, 4), (0, 4, 2)),
+    ],
+)
 def test_matmul_zero_size(threads, shape_a, shape_b):
     for dtype in (np.float32, np.float64):
         c = K.matmul(np.ones(shape_a, dtype), np.ones(shape_b, dtype))
         want = np.matmul(np.ones(shape_a), np.ones(shape_b))
         assert c.shape == want.shape and c.dtype == dtype
-        np.testing.assert_array_equal(c, want)   # an empty sum is exactly 0
+        np.testing.assert_array_equal(c, want)  # an empty sum is exactly 0
 
 
 def test_matmul_deterministic_across_calls_and_threads():
@@ -150,22 +206,27 @@ def test_matmul_deterministic_across_calls_and_threads():
 def test_matmul_is_the_compiled_kernel():
     """The cython backend really calls the extension (not the NumPy fallback)."""
     from tinygrad_bn._ext import matmul as ext
+
     assert "matmul" in K.info()["compiled_kernels"]
     a = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(ext.matmul(a, a.T), a @ a.T)
 
 
-@pytest.mark.parametrize("a,b,err", [
-    ([[1.0]], [[2.0]], TypeError),
-    (np.ones((2, 3)), np.ones((3, 2), np.float32), TypeError),
-    (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64), TypeError),
-    (np.ones((2, 3)), np.ones((4, 2)), ValueError),
-    (np.ones(3), np.ones(3), ValueError),
-    (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError),
-])
+@pytest.mark.parametrize(
+    "a,b,err",
+    [
+        ([[1.0]], [[2.0]], TypeError),
+        (np.ones((2, 3)), np.ones((3, 2), np.float32), TypeError),
+        (np.ones((2, 3), np.int64), np.ones((3, 2), np.int64), TypeError),
+        (np.ones((2, 3)), np.ones((4, 2)), ValueError),
+        (np.ones(3), np.ones(3), ValueError),
+        (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError),
+    ],
+)
 def test_matmul_direct_call_validates(a, b, err):
     """The compiled function re-checks what it indexes with: a direct call errors, never crashes."""
     from tinygrad_bn._ext import matmul as ext
+
     with pytest.raises(err):
         ext.matmul(a, b)
 

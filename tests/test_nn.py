@@ -1,9 +1,11 @@
 """tinygrad_bn.nn: Module bookkeeping, repr, init, and every layer against NumPy + gradcheck."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tinygrad_bn as tg
@@ -11,8 +13,8 @@ import tinygrad_bn.functional as F
 from tinygrad_bn import nn
 from tinygrad_bn.nn.module import Parameter
 
-
 # ---------------------------------------------------------------- helpers
+
 
 def _owner(module, dotted):
     *path, leaf = dotted.split(".")
@@ -63,14 +65,25 @@ class Net(nn.Module):
 
 # ---------------------------------------------------------------- Module bookkeeping
 
+
 def test_named_parameters_order_and_buffers():
     net = Net()
     assert [n for n, _ in net.named_parameters()] == [
-        "gain", "fc.weight", "fc.bias", "body.0.weight", "body.0.bias", "body.2.weight",
-        "body.2.bias"]
+        "gain",
+        "fc.weight",
+        "fc.bias",
+        "body.0.weight",
+        "body.0.bias",
+        "body.2.weight",
+        "body.2.bias",
+    ]
     assert all(isinstance(p, Parameter) and p.requires_grad for p in net.parameters())
     assert [n for n, _ in net.named_buffers()] == [
-        "scale", "body.0.running_mean", "body.0.running_var", "body.0.num_batches_tracked"]
+        "scale",
+        "body.0.running_mean",
+        "body.0.running_var",
+        "body.0.num_batches_tracked",
+    ]
     assert [n for n, _ in net.named_parameters(recurse=False)] == ["gain"]
     assert net.note == "plain attribute" and "note" not in net._parameters
 
@@ -149,27 +162,37 @@ def test_parameter_is_tensor():
     assert repr(p).startswith("Parameter containing:")
     assert not Parameter(np.zeros(2), requires_grad=False).requires_grad
     y = p * 2.0
-    assert type(y) is tg.Tensor   # ops return plain Tensors
+    assert type(y) is tg.Tensor  # ops return plain Tensors
 
 
 def test_state_dict_round_trip_copies():
     a, b = Net(), Net()
-    a.body[0](tg.randn(8, 4, seed=0))        # moves running stats and the counter
+    a.body[0](tg.randn(8, 4, seed=0))  # moves running stats and the counter
     b.fc.weight.data[...] = 7
     sd = a.state_dict()
     # like PyTorch: a module's own parameters, then its own buffers, then each child
-    assert list(sd) == ["gain", "scale", "fc.weight", "fc.bias", "body.0.weight",
-                        "body.0.bias", "body.0.running_mean", "body.0.running_var",
-                        "body.0.num_batches_tracked", "body.2.weight", "body.2.bias"]
+    assert list(sd) == [
+        "gain",
+        "scale",
+        "fc.weight",
+        "fc.bias",
+        "body.0.weight",
+        "body.0.bias",
+        "body.0.running_mean",
+        "body.0.running_var",
+        "body.0.num_batches_tracked",
+        "body.2.weight",
+        "body.2.bias",
+    ]
     assert all(type(v) is tg.Tensor for v in sd.values())
     live = a.state_dict(prefix="net.", keep_vars=True)
     assert live["net.fc.weight"] is a.fc.weight and live["net.scale"] is a.scale
-    a.fc.weight.data[...] += 1.0             # a copy: the saved values do not follow
+    a.fc.weight.data[...] += 1.0  # a copy: the saved values do not follow
     assert not np.array_equal(sd["fc.weight"].data, a.fc.weight.data)
     weight = b.fc.weight
     result = b.load_state_dict(sd)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert b.fc.weight is weight             # loaded in place
+    assert b.fc.weight is weight  # loaded in place
     for key, value in sd.items():
         assert np.array_equal(b.state_dict()[key].data, value.data), key
     assert b.body[0].num_batches_tracked.item() == 1
@@ -185,26 +208,39 @@ def test_load_state_dict_errors_name_keys_and_shapes():
     sd["extra.weight"] = np.zeros(3)
     before = net.fc.weight.data.copy()
     sd["fc.weight"] = sd["fc.weight"].data + 1
-    with pytest.raises(ValueError, match=r"missing key\(s\): 'fc.bias'.*unexpected key\(s\): "
-                                         r"'extra.weight'"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing key\(s\): 'fc.bias'.*unexpected key\(s\): "
+        r"'extra.weight'",
+    ):
         net.load_state_dict(sd)
-    assert np.array_equal(net.fc.weight.data, before)   # nothing partially loaded
+    assert np.array_equal(net.fc.weight.data, before)  # nothing partially loaded
     res = net.load_state_dict(sd, strict=False)
     assert res.missing_keys == ["fc.bias"] and res.unexpected_keys == ["extra.weight"]
     assert np.array_equal(net.fc.weight.data, before + 1)
     bad = net.state_dict()
     bad["body.2.weight"] = np.zeros((3, 4))
-    with pytest.raises(ValueError, match=r"size mismatch for 'body.2.weight': expected shape "
-                                         r"\(2, 4\).*got \(3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"size mismatch for 'body.2.weight': expected shape "
+        r"\(2, 4\).*got \(3, 4\)",
+    ):
         net.load_state_dict(bad)
     with pytest.raises(TypeError, match="dict"):
         net.load_state_dict([1, 2])
 
 
 def test_repr_tree():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25),
-                          nn.Sequential(nn.Linear(16, 10), nn.Tanh()), nn.Identity())
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Sequential(nn.Linear(16, 10), nn.Tanh()),
+        nn.Identity(),
+    )
     assert repr(model) == (
         "Sequential(\n"
         "  (0): Conv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)\n"
@@ -218,7 +254,8 @@ def test_repr_tree():
         "    (1): Tanh()\n"
         "  )\n"
         "  (7): Identity()\n"
-        ")")
+        ")"
+    )
 
 
 def test_sequential_container():
@@ -239,11 +276,12 @@ def test_sequential_container():
     assert [n for n, _ in named.named_children()] == ["fc", "act"]
     x = tg.randn(4, 3, seed=1)
     ref = layers[2](layers[1](x)).data
-    np.testing.assert_allclose(seq(x).data, ref)   # Identity then the two layers
+    np.testing.assert_allclose(seq(x).data, ref)  # Identity then the two layers
 
 
 def test_deepcopy_keeps_registration():
     import copy
+
     net = Net()
     twin = copy.deepcopy(net)
     assert twin.fc.weight is twin.fc._parameters["weight"]
@@ -252,6 +290,7 @@ def test_deepcopy_keeps_registration():
 
 
 # ---------------------------------------------------------------- init
+
 
 def test_linear_default_init_is_pytorchs():
     lin = nn.Linear(50, 40, generator=0)
@@ -283,7 +322,7 @@ def test_init_functions_statistics():
     nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu", generator=0)
     assert abs(w.data.std() - math.sqrt(2 / fan_out)) < 0.02 * math.sqrt(2 / fan_out)
     nn.init.kaiming_uniform_(w, generator=0)
-    bound = math.sqrt(2) * math.sqrt(3 / fan_in)   # a=0: gain sqrt(2 / (1 + 0^2))
+    bound = math.sqrt(2) * math.sqrt(3 / fan_in)  # a=0: gain sqrt(2 / (1 + 0^2))
     assert np.abs(w.data).max() <= bound and np.abs(w.data).max() > 0.99 * bound
     nn.init.xavier_uniform_(w, gain=2.0, generator=0)
     bound = 2.0 * math.sqrt(6 / (fan_in + fan_out))
@@ -317,28 +356,37 @@ def test_init_errors():
 
 # ---------------------------------------------------------------- layers: forward vs NumPy
 
+
 def _x(shape, seed=0, dtype=np.float64):
-    return tg.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(dtype),
-                     requires_grad=True)
+    return tg.Tensor(
+        np.random.default_rng(seed).standard_normal(shape).astype(dtype), requires_grad=True
+    )
 
 
 @settings(deadline=None, max_examples=10)
-@given(n=st.integers(1, 4), fin=st.integers(1, 5), fout=st.integers(1, 5), bias=st.booleans(),
-       dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    n=st.integers(1, 4),
+    fin=st.integers(1, 5),
+    fout=st.integers(1, 5),
+    bias=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_linear_forward(n, fin, fout, bias, dtype):
     lin = nn.Linear(fin, fout, bias=bias, generator=n, dtype=dtype)
     x = _x((n, fin), dtype=dtype)
     ref = x.data @ lin.weight.data.T + (lin.bias.data if bias else 0)
     out = lin(x)
     assert out.dtype == dtype and out.shape == (n, fout)
-    np.testing.assert_allclose(out.data, ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        out.data, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6
+    )
 
 
 def test_linear_gradcheck():
     assert module_gradcheck(nn.Linear(4, 3, generator=0, dtype=np.float64), _x((5, 4)))
-    assert module_gradcheck(nn.Linear(3, 2, bias=False, generator=1, dtype=np.float64),
-                            _x((2, 4, 3)))
+    assert module_gradcheck(
+        nn.Linear(3, 2, bias=False, generator=1, dtype=np.float64), _x((2, 4, 3))
+    )
 
 
 def _conv_ref(x, w, b, stride, padding):
@@ -350,20 +398,21 @@ def _conv_ref(x, w, b, stride, padding):
     out = np.zeros((n, o, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            patch = xp[:, :, i * stride[0]:i * stride[0] + kh, j * stride[1]:j * stride[1] + kw]
+            patch = xp[:, :, i * stride[0] : i * stride[0] + kh, j * stride[1] : j * stride[1] + kw]
             out[:, :, i, j] = np.einsum("nckl,ockl->no", patch, w)
     return out + (0 if b is None else b.reshape(1, -1, 1, 1))
 
 
 @settings(deadline=None, max_examples=8)
-@given(k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1),
-       bias=st.booleans())
+@given(k=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), bias=st.booleans())
 def test_conv2d_forward(k, stride, padding, bias):
-    conv = nn.Conv2d(2, 3, k, stride=stride, padding=padding, bias=bias, generator=k,
-                     dtype=np.float64)
+    conv = nn.Conv2d(
+        2, 3, k, stride=stride, padding=padding, bias=bias, generator=k, dtype=np.float64
+    )
     x = _x((2, 2, 5, 4), seed=k)
-    ref = _conv_ref(x.data, conv.weight.data, conv.bias.data if bias else None,
-                    conv.stride, conv.padding)
+    ref = _conv_ref(
+        x.data, conv.weight.data, conv.bias.data if bias else None, conv.stride, conv.padding
+    )
     np.testing.assert_allclose(conv(x).data, ref, rtol=1e-10, atol=1e-12)
 
 
@@ -373,8 +422,11 @@ def test_conv2d_gradcheck():
 
 
 def test_maxpool_flatten_forward_and_grad():
-    x = tg.Tensor(np.random.default_rng(0).permutation(2 * 3 * 4 * 6).reshape(2, 3, 4, 6)
-                  .astype(np.float64) / 7, requires_grad=True)
+    x = tg.Tensor(
+        np.random.default_rng(0).permutation(2 * 3 * 4 * 6).reshape(2, 3, 4, 6).astype(np.float64)
+        / 7,
+        requires_grad=True,
+    )
     pool = nn.MaxPool2d(2)
     ref = x.data.reshape(2, 3, 2, 2, 3, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(pool(x).data, ref)
@@ -389,8 +441,11 @@ def test_maxpool_flatten_forward_and_grad():
 
 
 @settings(deadline=None, max_examples=10)
-@given(data=hnp.arrays(np.float64, (3, 4), elements=st.floats(-3, 3).map(
-    lambda v: round(v, 2) + 0.003)))
+@given(
+    data=hnp.arrays(
+        np.float64, (3, 4), elements=st.floats(-3, 3).map(lambda v: round(v, 2) + 0.003)
+    )
+)
 def test_activations(data):
     x = tg.Tensor(data, requires_grad=True)
     np.testing.assert_allclose(nn.ReLU()(x).data, np.maximum(data, 0))
@@ -408,8 +463,8 @@ def test_dropout_train_eval_and_generator():
     assert set(np.unique(y)) <= {0.0, 1 / 0.7}
     assert abs((y == 0).mean() - 0.3) < 0.02
     twin = nn.Dropout(0.3, generator=5)
-    np.testing.assert_array_equal(twin(x).data, y)   # same seed, same mask
-    assert not np.array_equal(d(x).data, y)          # the stream moves on
+    np.testing.assert_array_equal(twin(x).data, y)  # same seed, same mask
+    assert not np.array_equal(d(x).data, y)  # the stream moves on
     assert d.eval()(x) is x
     assert nn.Dropout(0.0)(x) is x
     with pytest.raises(ValueError, match="between 0 and 1"):
@@ -441,8 +496,11 @@ def test_layer_argument_errors():
 
 
 def test_mlp_gradcheck_end_to_end():
-    model = nn.Sequential(nn.Linear(4, 5, generator=0, dtype=np.float64), nn.Sigmoid(),
-                          nn.Linear(5, 3, generator=1, dtype=np.float64))
+    model = nn.Sequential(
+        nn.Linear(4, 5, generator=0, dtype=np.float64),
+        nn.Sigmoid(),
+        nn.Linear(5, 3, generator=1, dtype=np.float64),
+    )
     labels = np.array([0, 2, 1])
     loss_model = nn.Sequential(model)
 
@@ -465,14 +523,15 @@ def test_float_double_cast_in_place():
     assert weight is net.fc.weight and weight.dtype == np.float64
     assert all(p.dtype == np.float64 for p in net.parameters())
     assert net.scale.dtype == net.body[0].running_var.dtype == np.float64
-    assert net.body[0].num_batches_tracked.dtype == np.float64   # a count: dtype kept
+    assert net.body[0].num_batches_tracked.dtype == np.float64  # a count: dtype kept
     out = net(tg.randn(5, 3, seed=1, dtype=np.float64))
     assert out.dtype == np.float64
     net.float()
     assert all(p.dtype == np.float32 for p in net.parameters())
-    assert net.body[0].num_batches_tracked.item() == 2   # one call above, one forward
+    assert net.body[0].num_batches_tracked.item() == 2  # one call above, one forward
 
 
 def test_nn_functional_alias():
     import tinygrad_bn.nn.functional as NF
+
     assert NF.batch_norm is F.batch_norm and NF.cross_entropy is F.cross_entropy

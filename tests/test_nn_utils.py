@@ -1,7 +1,9 @@
 """nn.utils.fold_batchnorm and nn.utils.recompute_batchnorm_stats."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_bn as tg
 from tinygrad_bn import nn
@@ -22,10 +24,14 @@ def _randomize_bn(model, seed):
 
 
 def _mlp(bias, affine, seed):
-    return nn.Sequential(nn.Linear(6, 5, bias=bias, generator=seed),
-                         nn.BatchNorm1d(5, affine=affine),
-                         nn.Sigmoid(), nn.Linear(5, 4, generator=seed + 1), nn.BatchNorm1d(4),
-                         nn.Linear(4, 3, generator=seed + 2))
+    return nn.Sequential(
+        nn.Linear(6, 5, bias=bias, generator=seed),
+        nn.BatchNorm1d(5, affine=affine),
+        nn.Sigmoid(),
+        nn.Linear(5, 4, generator=seed + 1),
+        nn.BatchNorm1d(4),
+        nn.Linear(4, 3, generator=seed + 2),
+    )
 
 
 def _assert_float32_close(a, b):
@@ -41,9 +47,9 @@ def test_fold_mlp_matches_eval_outputs(bias, affine, seed):
     model.train()
     before = {k: v.data.copy() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)
-    assert model.training                                      # input untouched ...
+    assert model.training  # input untouched ...
     for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(v.data, before[k])       # ... values too
+        np.testing.assert_array_equal(v.data, before[k])  # ... values too
     assert not any(m.training for m in folded.modules())
     assert isinstance(folded[1], nn.Identity) and isinstance(folded[4], nn.Identity)
     assert not any(isinstance(m, nn.BatchNorm1d) for m in folded.modules())
@@ -53,11 +59,21 @@ def test_fold_mlp_matches_eval_outputs(bias, affine, seed):
 
 
 def test_fold_conv_nested_and_unfoldable_pairs():
-    inner = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, generator=0), nn.BatchNorm2d(3),
-                          nn.ReLU(), nn.Conv2d(3, 4, 2, stride=2, bias=False, generator=1),
-                          nn.BatchNorm2d(4))
-    model = nn.Sequential(inner, nn.Flatten(), nn.BatchNorm1d(16),   # BN after Flatten: kept
-                          nn.Linear(16, 3, generator=2), nn.ReLU(), nn.BatchNorm1d(3))
+    inner = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1, generator=0),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 2, stride=2, bias=False, generator=1),
+        nn.BatchNorm2d(4),
+    )
+    model = nn.Sequential(
+        inner,
+        nn.Flatten(),
+        nn.BatchNorm1d(16),  # BN after Flatten: kept
+        nn.Linear(16, 3, generator=2),
+        nn.ReLU(),
+        nn.BatchNorm1d(3),
+    )
     _randomize_bn(model, 0)
     folded = fold_batchnorm(model)
     assert isinstance(folded[0][1], nn.Identity) and isinstance(folded[0][4], nn.Identity)
@@ -67,8 +83,9 @@ def test_fold_conv_nested_and_unfoldable_pairs():
 
 
 def test_fold_keeps_batchnorm_without_running_stats():
-    model = nn.Sequential(nn.Linear(3, 2, generator=0),
-                          nn.BatchNorm1d(2, track_running_stats=False))
+    model = nn.Sequential(
+        nn.Linear(3, 2, generator=0), nn.BatchNorm1d(2, track_running_stats=False)
+    )
     folded = fold_batchnorm(model)
     assert isinstance(folded[1], nn.BatchNorm1d)
     with pytest.raises(TypeError, match="Module"):
@@ -85,11 +102,13 @@ def test_fold_formula_directly():
     folded = fold_batchnorm(nn.Sequential(lin, bn))
     s = np.array([2.0 / 2.0, -1.0 / np.sqrt(2.0)])
     np.testing.assert_allclose(folded[0].weight.data, lin.weight.data * s[:, None], rtol=1e-15)
-    np.testing.assert_allclose(folded[0].bias.data,
-                               (lin.bias.data - [1.0, -2.0]) * s + [0.5, 0.25], rtol=1e-15)
+    np.testing.assert_allclose(
+        folded[0].bias.data, (lin.bias.data - [1.0, -2.0]) * s + [0.5, 0.25], rtol=1e-15
+    )
 
 
 # ---------------------------------------------------------------- recompute_batchnorm_stats
+
 
 def _np_forward_train(model, x):
     """NumPy forward of Linear -> BN -> Sigmoid -> Linear -> BN in training mode.
@@ -103,31 +122,36 @@ def _np_forward_train(model, x):
 
 
 def _bn_model():
-    model = nn.Sequential(nn.Linear(5, 4, generator=0, dtype=np.float64),
-                          nn.BatchNorm1d(4, momentum=0.25, dtype=np.float64), nn.Sigmoid(),
-                          nn.Linear(4, 3, generator=1, dtype=np.float64),
-                          nn.BatchNorm1d(3, dtype=np.float64))
+    model = nn.Sequential(
+        nn.Linear(5, 4, generator=0, dtype=np.float64),
+        nn.BatchNorm1d(4, momentum=0.25, dtype=np.float64),
+        nn.Sigmoid(),
+        nn.Linear(4, 3, generator=1, dtype=np.float64),
+        nn.BatchNorm1d(3, dtype=np.float64),
+    )
     model[1].weight.data[...] = [0.5, 1.0, 1.5, 2.0]
     return model
 
 
 def test_recompute_gives_population_statistics():
     model = _bn_model()
-    _randomize_bn(model, 3)                        # stale statistics to be replaced
+    _randomize_bn(model, 3)  # stale statistics to be replaced
     model[1].num_batches_tracked.data[...] = 17
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((6, 5)) * 2 + 1 for _ in range(5)]
     # a mix of the accepted forms: arrays, Tensors and (x, y) pairs
     batches = [xs[0], tg.Tensor(xs[1]), (xs[2], np.zeros(6)), [tg.Tensor(xs[3]), None], xs[4]]
-    model[4].eval()                                # a mixed training state to restore
+    model[4].eval()  # a mixed training state to restore
     assert recompute_batchnorm_stats(model, iter(batches)) is model
     h = [_np_forward_train(model, x) for x in xs]
     for i, bn in ((0, model[1]), (1, model[4])):
         inputs = [pair[i] for pair in h]
-        np.testing.assert_allclose(bn.running_mean.data, np.mean([a.mean(0) for a in inputs], 0),
-                                   rtol=1e-10)
-        np.testing.assert_allclose(bn.running_var.data,
-                                   np.mean([a.var(0, ddof=1) for a in inputs], 0), rtol=1e-10)
+        np.testing.assert_allclose(
+            bn.running_mean.data, np.mean([a.mean(0) for a in inputs], 0), rtol=1e-10
+        )
+        np.testing.assert_allclose(
+            bn.running_var.data, np.mean([a.var(0, ddof=1) for a in inputs], 0), rtol=1e-10
+        )
         assert bn.num_batches_tracked.item() == 5
     assert model[1].momentum == 0.25 and model[4].momentum == 0.1
     assert model.training and model[1].training and not model[4].training
@@ -143,7 +167,7 @@ def test_recompute_errors_leave_the_model_alone():
     with pytest.raises(TypeError, match="Module"):
         recompute_batchnorm_stats("model", [np.zeros((2, 5))])
     model.eval()
-    with pytest.raises(ValueError, match="features"):      # a bad batch: modes restored
+    with pytest.raises(ValueError, match="features"):  # a bad batch: modes restored
         recompute_batchnorm_stats(model, [np.zeros((2, 5)), np.zeros((2, 7))])
     assert not any(m.training for m in model.modules())
     assert model[1].momentum == 0.25

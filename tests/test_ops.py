@@ -1,12 +1,13 @@
 """Every op: forward against NumPy, and gradcheck in float64 over hypothesis-drawn inputs."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import DTYPES, arrays, broadcast_pair, floats, positive, separated, shapes, tol
 
 import tinygrad_bn as tg
 import tinygrad_bn.functional as F
-from strategies import (DTYPES, arrays, broadcast_pair, floats, positive, separated, shapes,
-                        tol)
 
 pytestmark = pytest.mark.usefixtures("each_backend")
 
@@ -36,8 +37,7 @@ def test_binary_broadcast_forward_and_grad(name, data):
     for dtype in DTYPES:
         out = op(tg.Tensor(a.astype(dtype)), tg.Tensor(b.astype(dtype)))
         assert out.dtype == dtype
-        np.testing.assert_allclose(out.numpy(), ref(a.astype(dtype), b.astype(dtype)),
-                                   **tol(dtype))
+        np.testing.assert_allclose(out.numpy(), ref(a.astype(dtype), b.astype(dtype)), **tol(dtype))
     assert tg.gradcheck(op, [T(a), T(b)])
 
 
@@ -54,11 +54,11 @@ def test_binary_with_python_scalars_on_either_side(name, a, s):
 
 def test_numpy_operands_and_dtype_promotion():
     x = tg.Tensor(np.ones((2, 2), np.float32))
-    assert (x + np.ones(2)).dtype == np.float32          # a plain array takes the tensor's dtype
+    assert (x + np.ones(2)).dtype == np.float32  # a plain array takes the tensor's dtype
     assert (np.ones(2) + x).dtype == np.float32
     assert isinstance(np.ones(2) * x, tg.Tensor)
     y = tg.Tensor(np.ones((2, 2), np.float64))
-    assert (x + y).dtype == np.float64                   # two tensors promote like NumPy
+    assert (x + y).dtype == np.float64  # two tensors promote like NumPy
 
 
 # ------------------------------------------------------------------ unary
@@ -72,8 +72,8 @@ UNARY = {
     "relu": (lambda t: t.relu(), lambda a: np.maximum(a, 0), separated()),
     "sigmoid": (lambda t: t.sigmoid(), lambda a: 1 / (1 + np.exp(-a)), floats()),
     "tanh": (lambda t: t.tanh(), np.tanh, floats()),
-    "pow3": (lambda t: t ** 3, lambda a: a ** 3, floats()),
-    "pow-1.5": (lambda t: t ** -1.5, lambda a: a ** -1.5, positive()),
+    "pow3": (lambda t: t**3, lambda a: a**3, floats()),
+    "pow-1.5": (lambda t: t**-1.5, lambda a: a**-1.5, positive()),
 }
 
 
@@ -105,12 +105,17 @@ def test_f_activations_match_methods():
 
 # ------------------------------------------------------------------ reductions
 
+
 @st.composite
 def reduce_case(draw):
     shape = draw(shapes(min_dims=1, max_dims=4))
-    axes = draw(st.one_of(st.none(), st.integers(-len(shape), len(shape) - 1),
-                          st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True)
-                          .map(tuple)))
+    axes = draw(
+        st.one_of(
+            st.none(),
+            st.integers(-len(shape), len(shape) - 1),
+            st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True).map(tuple),
+        )
+    )
     return shape, axes, draw(st.booleans())
 
 
@@ -120,8 +125,9 @@ def test_sum_mean_forward_and_grad(case, data):
     a = data.draw(arrays(shape))
     for name in ("sum", "mean"):
         out = getattr(T(a), name)(axis=axes, keepdims=keep)
-        np.testing.assert_allclose(out.numpy(), getattr(np, name)(a, axis=axes, keepdims=keep),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            out.numpy(), getattr(np, name)(a, axis=axes, keepdims=keep), rtol=1e-12, atol=1e-12
+        )
         assert tg.gradcheck(lambda t: getattr(t, name)(dim=axes, keepdim=keep), [T(a)])
 
 
@@ -148,8 +154,9 @@ def test_var_forward_and_grad(case, data, correction):
     if n - correction < 1:
         return
     out = T(a).var(axis=axes, keepdims=keep, correction=correction)
-    np.testing.assert_allclose(out.numpy(), np.var(a, axis=axes, keepdims=keep, ddof=correction),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        out.numpy(), np.var(a, axis=axes, keepdims=keep, ddof=correction), rtol=1e-10, atol=1e-12
+    )
     assert tg.gradcheck(lambda t: t.var(dim=axes, keepdim=keep, ddof=correction), [T(a)])
 
 
@@ -159,6 +166,7 @@ def test_var_defaults_to_unbiased_like_pytorch():
 
 
 # ------------------------------------------------------------------ movement
+
 
 @given(shape=shapes(min_dims=1, max_dims=4), data=st.data())
 def test_reshape_flatten_permute_transpose(shape, data):
@@ -178,9 +186,20 @@ def test_reshape_flatten_permute_transpose(shape, data):
 
 @given(a=arrays((3, 4, 5)), data=st.data())
 def test_basic_indexing_and_slicing(a, data):
-    index = data.draw(st.sampled_from([
-        0, -1, (1, 2), (slice(None), 1), (slice(0, 3, 2), Ellipsis, slice(1, None)),
-        (None, 2, slice(None, None, -1)), (Ellipsis, 3), (slice(1, 2), slice(None), 0)]))
+    index = data.draw(
+        st.sampled_from(
+            [
+                0,
+                -1,
+                (1, 2),
+                (slice(None), 1),
+                (slice(0, 3, 2), Ellipsis, slice(1, None)),
+                (None, 2, slice(None, None, -1)),
+                (Ellipsis, 3),
+                (slice(1, 2), slice(None), 0),
+            ]
+        )
+    )
     np.testing.assert_array_equal(T(a)[index].numpy(), a[index])
     assert tg.gradcheck(lambda t: t[index], [T(a)])
 
@@ -202,11 +221,11 @@ def test_cat(data, axis):
     out = tg.cat([T(a) for a in arrs], dim=axis)
     np.testing.assert_array_equal(out.numpy(), np.concatenate(arrs, axis=axis))
     if out.numpy().size:
-        assert tg.gradcheck(lambda *ts: tg.concatenate(ts, axis=axis) * 1.5,
-                            [T(a) for a in arrs])
+        assert tg.gradcheck(lambda *ts: tg.concatenate(ts, axis=axis) * 1.5, [T(a) for a in arrs])
 
 
 # ------------------------------------------------------------------ matmul
+
 
 @given(m=st.integers(1, 5), k=st.integers(1, 5), n=st.integers(1, 5), data=st.data())
 def test_matmul_2d(m, k, n, data):
@@ -214,8 +233,12 @@ def test_matmul_2d(m, k, n, data):
     for dtype in DTYPES:
         out = tg.Tensor(a.astype(dtype)) @ tg.Tensor(b.astype(dtype))
         assert out.dtype == dtype
-        np.testing.assert_allclose(out.numpy(), a.astype(dtype) @ b.astype(dtype),
-                                   rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+        np.testing.assert_allclose(
+            out.numpy(),
+            a.astype(dtype) @ b.astype(dtype),
+            rtol=1e-5 if dtype == np.float32 else 1e-12,
+            atol=1e-5,
+        )
     assert tg.gradcheck(lambda x, y: x @ y, [T(a), T(b)])
 
 
@@ -236,6 +259,7 @@ def test_matmul_batched_broadcast_and_vectors(data):
 
 # ------------------------------------------------------------------ softmax family, losses
 
+
 @given(shape=shapes(min_dims=1, max_dims=3), data=st.data())
 def test_softmax_and_log_softmax(shape, data):
     a = data.draw(arrays(shape, bound=10.0))
@@ -254,8 +278,12 @@ def test_softmax_stable_for_huge_logits():
     assert np.all(np.isfinite(F.log_softmax(x).numpy()))
 
 
-@given(n=st.integers(1, 6), c=st.integers(1, 5), data=st.data(),
-       reduction=st.sampled_from(["mean", "sum", "none"]))
+@given(
+    n=st.integers(1, 6),
+    c=st.integers(1, 5),
+    data=st.data(),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+)
 def test_cross_entropy(n, c, data, reduction):
     logits = data.draw(arrays((n, c), bound=5.0))
     labels = np.array(data.draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)))
@@ -269,6 +297,7 @@ def test_cross_entropy(n, c, data, reduction):
 
 
 # ------------------------------------------------------------------ conv2d, max_pool2d
+
 
 @st.composite
 def conv_case(draw):
@@ -291,7 +320,7 @@ def _conv_ref(x, w, b, stride, padding):
     y = np.zeros((n, o, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            patch = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
             y[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
     return y + (0 if b is None else b.reshape(1, -1, 1, 1))
 
@@ -303,8 +332,9 @@ def test_conv2d(case, data, with_bias):
     x, w = data.draw(arrays(xs)), data.draw(arrays(ws))
     b = data.draw(arrays((ws[0],))) if with_bias else None
     out = F.conv2d(T(x), T(w), None if b is None else T(b), stride=stride, padding=padding)
-    np.testing.assert_allclose(out.numpy(), _conv_ref(x, w, b, stride, padding), rtol=1e-10,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        out.numpy(), _conv_ref(x, w, b, stride, padding), rtol=1e-10, atol=1e-10
+    )
     args = [T(x), T(w)] + ([T(b)] if with_bias else [])
     assert tg.gradcheck(lambda *t: F.conv2d(*t, stride=stride, padding=padding), args)
 
@@ -316,22 +346,37 @@ def test_max_pool2d(data):
     kh, kw = (k, k) if isinstance(k, int) else k
     stride = data.draw(st.sampled_from([None, 1, 2]))
     padding = data.draw(st.integers(0, min(kh, kw) // 2))
-    shape = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)),
-             data.draw(st.integers(kh, 6)), data.draw(st.integers(kw, 6)))
+    shape = (
+        data.draw(st.integers(1, 2)),
+        data.draw(st.integers(1, 2)),
+        data.draw(st.integers(kh, 6)),
+        data.draw(st.integers(kw, 6)),
+    )
     a = data.draw(arrays(shape, elements=separated(), unique=True))
     out = F.max_pool2d(T(a), k, stride, padding)
     sh, sw = (kh, kw) if stride is None else (stride, stride)
-    ap = np.pad(a, ((0, 0), (0, 0), (padding, padding), (padding, padding)),
-                constant_values=-np.inf)
+    ap = np.pad(
+        a, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=-np.inf
+    )
     oh, ow = (ap.shape[2] - kh) // sh + 1, (ap.shape[3] - kw) // sw + 1
-    ref = np.array([[[[ap[i, j, p * sh:p * sh + kh, q * sw:q * sw + kw].max()
-                       for q in range(ow)] for p in range(oh)]
-                     for j in range(shape[1])] for i in range(shape[0])])
+    ref = np.array(
+        [
+            [
+                [
+                    [ap[i, j, p * sh : p * sh + kh, q * sw : q * sw + kw].max() for q in range(ow)]
+                    for p in range(oh)
+                ]
+                for j in range(shape[1])
+            ]
+            for i in range(shape[0])
+        ]
+    )
     np.testing.assert_array_equal(out.numpy(), ref)
     assert tg.gradcheck(lambda t: F.max_pool2d(t, k, stride, padding), [T(a)])
 
 
 # ------------------------------------------------------------------ dropout
+
 
 def test_dropout_train_scales_and_eval_is_identity():
     x = tg.ones(200, 50, requires_grad=True)
@@ -343,8 +388,9 @@ def test_dropout_train_scales_and_eval_is_identity():
     np.testing.assert_array_equal(x.grad.numpy() != 0, kept)
     assert F.dropout(x, p=0.25, training=False) is x
     assert np.all(F.dropout(x, p=1.0).numpy() == 0)
-    np.testing.assert_array_equal(F.dropout(x, 0.5, generator=3).numpy(),
-                                  F.dropout(x, 0.5, generator=3).numpy())
+    np.testing.assert_array_equal(
+        F.dropout(x, 0.5, generator=3).numpy(), F.dropout(x, 0.5, generator=3).numpy()
+    )
 
 
 @given(a=arrays((3, 4)), p=st.floats(0.0, 0.9))
@@ -355,15 +401,35 @@ def test_dropout_gradcheck(a, p):
 
 # ------------------------------------------------------------------ no op mutates its inputs
 
+
 @given(a=arrays((2, 3, 4, 4)), w=arrays((2, 3, 3, 3)))
 @settings(max_examples=10)
 def test_ops_never_mutate_inputs(a, w):
     a0, w0 = a.copy(), w.copy()
     x, wt = T(a), T(w)
-    outs = [x + 1, x * x, x / 2, -x, x.exp(), x.abs(), x.relu(), x.sigmoid(), x.tanh(),
-            x.sum(1), x.max(2), x.var(0), x.reshape(6, 16), x.permute(3, 2, 1, 0), x[0],
-            tg.cat([x, x]), F.softmax(x), F.conv2d(x, wt, padding=1), F.max_pool2d(x, 2),
-            F.batch_norm(x, None, None, training=True), F.dropout(x, 0.5)]
+    outs = [
+        x + 1,
+        x * x,
+        x / 2,
+        -x,
+        x.exp(),
+        x.abs(),
+        x.relu(),
+        x.sigmoid(),
+        x.tanh(),
+        x.sum(1),
+        x.max(2),
+        x.var(0),
+        x.reshape(6, 16),
+        x.permute(3, 2, 1, 0),
+        x[0],
+        tg.cat([x, x]),
+        F.softmax(x),
+        F.conv2d(x, wt, padding=1),
+        F.max_pool2d(x, 2),
+        F.batch_norm(x, None, None, training=True),
+        F.dropout(x, 0.5),
+    ]
     for o in outs:
         o.sum().backward()
     np.testing.assert_array_equal(a, a0)
@@ -373,13 +439,20 @@ def test_ops_never_mutate_inputs(a, w):
 
 # ------------------------------------------------------------------ linear (fused)
 
-@given(lead=st.sampled_from([(), (3,), (2, 3)]), i=st.integers(1, 4), o=st.integers(1, 4),
-       data=st.data(), with_bias=st.booleans())
+
+@given(
+    lead=st.sampled_from([(), (3,), (2, 3)]),
+    i=st.integers(1, 4),
+    o=st.integers(1, 4),
+    data=st.data(),
+    with_bias=st.booleans(),
+)
 def test_linear(lead, i, o, data, with_bias):
     x, w = data.draw(arrays(lead + (i,))), data.draw(arrays((o, i)))
     b = data.draw(arrays((o,))) if with_bias else None
     out = F.linear(T(x), T(w), None if b is None else T(b))
-    np.testing.assert_allclose(out.numpy(), x @ w.T + (0 if b is None else b), rtol=1e-12,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        out.numpy(), x @ w.T + (0 if b is None else b), rtol=1e-12, atol=1e-12
+    )
     args = [T(x), T(w)] + ([T(b)] if with_bias else [])
     assert tg.gradcheck(F.linear, args)

@@ -1,9 +1,11 @@
 """tinygrad_bn.optim: SGD and Adam against hand-computed updates and torch.optim; schedulers."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinygrad_bn as tg
 from tinygrad_bn import nn, optim
@@ -27,8 +29,8 @@ def test_plain_sgd_by_hand():
     _set_grad(p, [1.0, -2.0])
     opt.step()
     np.testing.assert_allclose(p.data, [0.9, 2.2], rtol=1e-15)
-    assert p.data is data                  # in place
-    assert opt.state == {}                 # plain SGD keeps no state
+    assert p.data is data  # in place
+    assert opt.state == {}  # plain SGD keeps no state
 
 
 def test_sgd_momentum_dampening_decay_by_hand():
@@ -39,7 +41,7 @@ def test_sgd_momentum_dampening_decay_by_hand():
         _set_grad(p, g)
         opt.step()
         d = g + 0.01 * x
-        buf = d.copy() if buf is None else 0.9 * buf + 0.5 * d   # first buffer = first grad
+        buf = d.copy() if buf is None else 0.9 * buf + 0.5 * d  # first buffer = first grad
         x = x - 0.1 * buf
         np.testing.assert_allclose(p.data, x, rtol=1e-14)
 
@@ -66,7 +68,7 @@ def test_adam_by_hand():
         d = g + 0.1 * x
         m = 0.8 * m + 0.2 * d
         v = 0.9 * v + 0.1 * d * d
-        mhat, vhat = m / (1 - 0.8 ** t), v / (1 - 0.9 ** t)
+        mhat, vhat = m / (1 - 0.8**t), v / (1 - 0.9**t)
         x = x - 0.01 * mhat / (np.sqrt(vhat) + 1e-6)
         np.testing.assert_allclose(p.data, x, rtol=1e-12)
     assert opt.state[p]["step"] == 3
@@ -88,8 +90,11 @@ def test_params_without_grad_are_skipped_and_zero_grad():
 
 def test_param_groups_and_float32():
     model = nn.Sequential(nn.Linear(3, 2, generator=0), nn.Linear(2, 1, generator=1))
-    opt = optim.SGD([{"params": model[0].parameters()},
-                     {"params": model[1].parameters(), "lr": 0.5}], lr=0.1, momentum=0.9)
+    opt = optim.SGD(
+        [{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": 0.5}],
+        lr=0.1,
+        momentum=0.9,
+    )
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
     assert opt.param_groups[1]["momentum"] == 0.9
     w0, w1 = model[0].weight.data.copy(), model[1].weight.data.copy()
@@ -139,8 +144,10 @@ def test_state_dict_round_trip():
                 _set_grad(p, g)
             opt.step()
 
-    for make in (lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
-                 lambda ps: optim.Adam(ps, lr=0.01)):
+    for make in (
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        lambda ps: optim.Adam(ps, lr=0.01),
+    ):
         a = [_param([1.0, 2.0]), _param([3.0, 4.0])]
         opt_a = make(a)
         run(opt_a, a, GRADS[:2])
@@ -176,13 +183,16 @@ def test_step_closure_returns_loss():
     assert loss.item() == 9.0 and p.data[0] == 3.0 - 0.25 * 6.0
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("SGD", dict(lr=0.1)),
-    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01)),
-    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.001)),
-    ("Adam", dict(lr=0.01)),
-    ("Adam", dict(lr=0.02, betas=(0.5, 0.99), eps=1e-6, weight_decay=0.05)),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("SGD", dict(lr=0.1)),
+        ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01)),
+        ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.001)),
+        ("Adam", dict(lr=0.01)),
+        ("Adam", dict(lr=0.02, betas=(0.5, 0.99), eps=1e-6, weight_decay=0.05)),
+    ],
+)
 def test_matches_torch_optim(name, kwargs):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -215,6 +225,7 @@ def test_sgd_first_step_is_plain_gradient_step(lr, momentum, g):
 
 # ---------------------------------------------------------------- schedulers
 
+
 def test_step_lr():
     opt = optim.SGD([_param([1.0])], lr=1.0)
     sched = optim.StepLR(opt, step_size=3, gamma=0.5)
@@ -234,11 +245,10 @@ def test_exponential_lr_groups_and_state_dict():
     sched = optim.ExponentialLR(opt, gamma=0.9)
     for _ in range(4):
         sched.step()
-    assert sched.get_last_lr() == pytest.approx([0.1 * 0.9 ** 4, 0.2 * 0.9 ** 4])
+    assert sched.get_last_lr() == pytest.approx([0.1 * 0.9**4, 0.2 * 0.9**4])
     sd = sched.state_dict()
     assert "optimizer" not in sd and sd["last_epoch"] == 4 and sd["base_lrs"] == [0.1, 0.2]
-    opt2 = optim.SGD([{"params": [_param([1.0])]}, {"params": [_param([2.0])], "lr": 0.2}],
-                     lr=0.1)
+    opt2 = optim.SGD([{"params": [_param([1.0])]}, {"params": [_param([2.0])], "lr": 0.2}], lr=0.1)
     sched2 = optim.ExponentialLR(opt2, gamma=0.9)
     sched2.load_state_dict(sd)
     assert sched2.last_epoch == 4 and sched2.get_last_lr() == sched.get_last_lr()
@@ -248,8 +258,10 @@ def test_exponential_lr_groups_and_state_dict():
 
 def test_schedulers_match_torch():
     torch = pytest.importorskip("torch")
-    for ours_cls, kwargs in ((optim.StepLR, dict(step_size=2, gamma=0.3)),
-                             (optim.ExponentialLR, dict(gamma=0.7))):
+    for ours_cls, kwargs in (
+        (optim.StepLR, dict(step_size=2, gamma=0.3)),
+        (optim.ExponentialLR, dict(gamma=0.7)),
+    ):
         opt = optim.SGD([_param([1.0])], lr=0.5)
         topt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
         s = ours_cls(opt, **kwargs)
@@ -267,8 +279,10 @@ def test_training_reduces_loss():
     rng = np.random.default_rng(0)
     x = tg.Tensor(rng.standard_normal((32, 4)))
     y = x.data @ np.array([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
-    for make in (lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9),
-                 lambda ps: optim.Adam(ps, lr=0.05)):
+    for make in (
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9),
+        lambda ps: optim.Adam(ps, lr=0.05),
+    ):
         model = nn.Linear(4, 1, generator=0, dtype=np.float64)
         opt = make(model.parameters())
         first = None

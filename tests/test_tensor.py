@@ -1,4 +1,5 @@
 """The engine: constructors, properties, backward, accumulation, no_grad, detach."""
+
 import numpy as np
 import pytest
 
@@ -6,10 +7,10 @@ import tinygrad_bn as tg
 
 
 def test_constructors_and_dtypes():
-    assert tg.Tensor([1, 2, 3]).dtype == np.float32          # Python numbers -> float32
+    assert tg.Tensor([1, 2, 3]).dtype == np.float32  # Python numbers -> float32
     assert tg.Tensor(2.5).shape == () and tg.Tensor(2.5).item() == 2.5
-    assert tg.Tensor(np.arange(3.0)).dtype == np.float64     # NumPy floats keep their dtype
-    assert tg.Tensor(np.arange(3)).dtype == np.float32       # integer arrays become float32
+    assert tg.Tensor(np.arange(3.0)).dtype == np.float64  # NumPy floats keep their dtype
+    assert tg.Tensor(np.arange(3)).dtype == np.float32  # integer arrays become float32
     assert tg.Tensor([1, 2], dtype=np.float64).dtype == np.float64
     assert tg.zeros(2, 3).shape == (2, 3) and tg.ones((2, 3)).numpy().sum() == 6
     assert tg.zeros(2, dtype=np.float64).dtype == np.float64
@@ -76,7 +77,7 @@ def test_gradients_accumulate_until_zeroed():
 def test_reused_node_gets_sum_of_gradients():
     x = tg.Tensor([3.0], requires_grad=True)
     y = x * 2
-    z = y * y + y + x        # dz/dx = 2*y*2 + 2 + 1 = 8x + 3
+    z = y * y + y + x  # dz/dx = 2*y*2 + 2 + 1 = 8x + 3
     z.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [27.0])
 
@@ -97,7 +98,7 @@ def test_deep_chain_has_no_recursion_limit():
     for _ in range(10_000):
         y = y * 1.0001
     y.sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 10_000], rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001**10_000], rtol=1e-10)
 
 
 def test_no_grad_records_nothing():
@@ -113,6 +114,7 @@ def test_no_grad_records_nothing():
     @tg.no_grad()
     def f(t):
         return t * 3
+
     assert not f(x).requires_grad
 
 
@@ -126,7 +128,7 @@ def test_detach_stops_gradients():
     y = x * x
     z = y.detach() * x + y
     z.sum().backward()
-    np.testing.assert_allclose(x.grad.numpy(), [4.0 + 4.0])   # d/dx (c*x + x^2), c = 4
+    np.testing.assert_allclose(x.grad.numpy(), [4.0 + 4.0])  # d/dx (c*x + x^2), c = 4
     assert not y.detach().requires_grad
     assert np.shares_memory(y.detach().numpy(), y.numpy())
 
@@ -141,7 +143,7 @@ def test_only_inputs_needing_grad_get_one():
 
 def test_grad_is_an_owned_writeable_array():
     x = tg.Tensor(np.ones((2, 3)), requires_grad=True)
-    x.sum().backward()                       # backward of sum is a read-only broadcast
+    x.sum().backward()  # backward of sum is a read-only broadcast
     assert x.grad.numpy().flags.writeable and x.grad.numpy().flags.owndata
 
 
@@ -149,7 +151,7 @@ def test_leaves_never_share_gradient_memory():
     x = tg.Tensor(np.ones(3), requires_grad=True)
     y = tg.Tensor(np.ones(3), requires_grad=True)
     g = np.array([1.0, 2.0, 3.0])
-    (x + y).backward(g)                      # add hands the same array to both inputs
+    (x + y).backward(g)  # add hands the same array to both inputs
     assert not np.shares_memory(x.grad.numpy(), y.grad.numpy())
     assert not np.shares_memory(x.grad.numpy(), g)
     x.grad.numpy()[...] = 0
@@ -158,6 +160,7 @@ def test_leaves_never_share_gradient_memory():
 
 def test_linear_weight_gradient_is_c_ordered():
     import tinygrad_bn.functional as F
+
     w = tg.Tensor(np.ones((4, 3)), requires_grad=True)
     F.linear(tg.ones(5, 3, dtype=np.float64), w).sum().backward()
     assert w.grad.numpy().flags.c_contiguous

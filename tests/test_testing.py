@@ -1,12 +1,20 @@
 """tinygrad_bn.testing, the toolkit users test their own ops with."""
+
 import numpy as np
 import pytest
 from hypothesis import given
 
 import tinygrad_bn as tg
 from tinygrad_bn.function import Function
-from tinygrad_bn.testing import (GradcheckError, arrays, assert_grad_close,
-                                 assert_matches_numpy, broadcastable_shapes, shapes, tensors)
+from tinygrad_bn.testing import (
+    GradcheckError,
+    arrays,
+    assert_grad_close,
+    assert_matches_numpy,
+    broadcastable_shapes,
+    shapes,
+    tensors,
+)
 
 
 class Softplus(Function):

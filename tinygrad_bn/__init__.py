@@ -1,9 +1,10 @@
 """tinygrad_bn: a small autodiff framework that reproduces the Batch Normalization paper.
 
-    import tinygrad_bn as tg
-    import tinygrad_bn.functional as F
-    from tinygrad_bn import nn, optim
+import tinygrad_bn as tg
+import tinygrad_bn.functional as F
+from tinygrad_bn import nn, optim
 """
+
 from . import kernels
 from .tensor import Tensor, enable_grad, is_grad_enabled, manual_seed, no_grad
 from .ops import cat

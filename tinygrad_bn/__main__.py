@@ -1,4 +1,5 @@
 """`python -m tinygrad_bn`: the same as the `tinygrad-bn` command."""
+
 import sys
 
 from .cli import main

@@ -1,5 +1,6 @@
 """argparse value types shared by the command line and the benchmarks: bad values become
 one-line errors that say what was expected and what was got."""
+
 import argparse
 import math
 
@@ -20,6 +21,7 @@ def int_at_least(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
+
     return parse
 
 

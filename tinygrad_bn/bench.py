@@ -13,6 +13,7 @@ with torch.set_num_threads set to the same count). A ratio is other time / our t
 > 1 means ours is faster. NumPy's BLAS fixes its thread count at import: for a fair
 single-thread run use `OPENBLAS_NUM_THREADS=1 tinygrad-bn bench --threads 1`.
 """
+
 import argparse
 import contextlib
 import json
@@ -39,6 +40,7 @@ def _torch():
 
 
 # ---------------------------------------------------------------- timing
+
 
 def time_block(fn, warmup, repeats, budget_s):
     """(median, fastest, calls): seconds per call of fn() over `warmup` untimed calls, then
@@ -81,9 +83,11 @@ def _kernel_impls(fn, torch_fn):
 
 # ---------------------------------------------------------------- matmul
 
+
 def _matmul_case(name, m, k, n, transpose=None):
     """C = A @ B with A (m, k), B (k, n); transpose "a"/"b" makes that operand a
     transposed view of a contiguous array, as in the backward products dC @ B.T, A.T @ dC."""
+
     def setup():
         rng = _rng()
         a = rng.standard_normal((k, m) if transpose == "a" else (m, k)).astype(np.float32)
@@ -93,9 +97,10 @@ def _matmul_case(name, m, k, n, transpose=None):
         torch = _torch()
         torch_fn = None
         if torch is not None:
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)   # keep the transposed strides
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)  # keep the transposed strides
             torch_fn = lambda: torch.matmul(ta, tb)
         return _kernel_impls(lambda: kernels.matmul(a, b), torch_fn)
+
     return Case(name, f"{m}x{k}@{k}x{n}", setup, flops=2.0 * m * k * n)
 
 
@@ -112,6 +117,7 @@ def _matmul_cases():
 
 
 # ---------------------------------------------------------------- conv2d
+
 
 def _conv_case(n, c, o, hw, backward):
     k, stride, pad = 3, 1, 1
@@ -138,9 +144,20 @@ def _conv_case(n, c, o, hw, backward):
                 y = torch.nn.functional.conv2d(tx, tw, None, stride, pad)
                 if backward:
                     return torch.ops.aten.convolution_backward(
-                        tgy, tx, tw, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1,
-                        [True, True, False])
+                        tgy,
+                        tx,
+                        tw,
+                        None,
+                        [stride] * 2,
+                        [pad] * 2,
+                        [1, 1],
+                        False,
+                        [0, 0],
+                        1,
+                        [True, True, False],
+                    )
                 return y
+
         return _kernel_impls(ours, torch_fn)
 
     name = "conv2d fwd+bwd" if backward else "conv2d fwd"
@@ -148,11 +165,16 @@ def _conv_case(n, c, o, hw, backward):
 
 
 def _conv_cases():
-    return [_conv_case(64, 1, 32, 28, False), _conv_case(64, 32, 64, 14, False),
-            _conv_case(64, 1, 32, 28, True), _conv_case(64, 32, 64, 14, True)]
+    return [
+        _conv_case(64, 1, 32, 28, False),
+        _conv_case(64, 32, 64, 14, False),
+        _conv_case(64, 1, 32, 28, True),
+        _conv_case(64, 32, 64, 14, True),
+    ]
 
 
 # ---------------------------------------------------------------- batch norm
+
 
 def _bn_case(shape):
     def setup():
@@ -175,12 +197,16 @@ def _bn_case(shape):
         if torch is not None:
             tx, tdy, tw, tb = (torch.from_numpy(a) for a in (x, dy, w, b))
 
-            def torch_fn():   # aten's fused kernels directly, no autograd: like for like
-                y, mean, invstd = torch.ops.aten.native_batch_norm(tx, tw, tb, None, None,
-                                                                   True, 0.1, 1e-5)
+            def torch_fn():  # aten's fused kernels directly, no autograd: like for like
+                y, mean, invstd = torch.ops.aten.native_batch_norm(
+                    tx, tw, tb, None, None, True, 0.1, 1e-5
+                )
                 return torch.ops.aten.native_batch_norm_backward(
-                    tdy, tx, tw, None, None, mean, invstd, True, 1e-5, [True, True, True])
+                    tdy, tx, tw, None, None, mean, invstd, True, 1e-5, [True, True, True]
+                )
+
         return _kernel_impls(ours, torch_fn)
+
     return Case("batchnorm train fwd+bwd", "x".join(map(str, shape)), setup)
 
 
@@ -190,9 +216,11 @@ def _bn_cases():
 
 # ---------------------------------------------------------------- Figure 1 training step
 
+
 def _mlp_case(batch_norm):
     """One SGD step of the paper's Figure 1 network: 784-100-100-100-10 sigmoid MLP,
     cross-entropy, batch 60; with BatchNorm1d before each sigmoid (Linear without bias)."""
+
     def setup():
         rng = _rng()
         x = rng.random((60, 784), dtype=np.float32)
@@ -202,7 +230,7 @@ def _mlp_case(batch_norm):
             import tinygrad_bn as tg
             import tinygrad_bn.functional as F
             from tinygrad_bn import nn, optim
-        except ImportError:   # the autodiff layer not there yet: report n/a for ours
+        except ImportError:  # the autodiff layer not there yet: report n/a for ours
             tg = None
         if tg is not None:
             layers, width = [], 784
@@ -223,6 +251,7 @@ def _mlp_case(batch_norm):
                 loss.backward()
                 opt.step()
                 return loss
+
             impls = {"ours": step, "numpy": step}
         torch = _torch()
         if torch is not None:
@@ -245,8 +274,10 @@ def _mlp_case(batch_norm):
                 loss.backward()
                 topt.step()
                 return loss
+
             impls["torch"] = torch_step
         return impls
+
     name = "fig1 MLP step +BN" if batch_norm else "fig1 MLP step"
     return Case(name, "60x784 sigmoid 3x100 SGD", setup)
 
@@ -256,6 +287,7 @@ def all_cases():
 
 
 # ---------------------------------------------------------------- environment
+
 
 def cpu_model():
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
@@ -289,21 +321,32 @@ def environment(threads):
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         # with threadpoolctl installed the run limits NumPy's BLAS to `threads`; without
         # it, BLAS keeps what OPENBLAS_NUM_THREADS said at import (default: all cores)
-        "openblas_num_threads": (str(threads) if _has_threadpoolctl()
-                                 else os.environ.get("OPENBLAS_NUM_THREADS")),
+        "openblas_num_threads": (
+            str(threads) if _has_threadpoolctl() else os.environ.get("OPENBLAS_NUM_THREADS")
+        ),
     }
 
 
 # ---------------------------------------------------------------- running and reporting
 
+
 def run_case(case, threads, warmup, repeats, budget_s):
     impls = case.setup()
-    result = {"case": case.name, "shape": case.shape, "dtype": case.dtype, "threads": threads,
-              "median_s": {}, "min_s": {}, "calls": {}, "ratios": {}, "gflops": None}
+    result = {
+        "case": case.name,
+        "shape": case.shape,
+        "dtype": case.dtype,
+        "threads": threads,
+        "median_s": {},
+        "min_s": {},
+        "calls": {},
+        "ratios": {},
+        "gflops": None,
+    }
     for impl in IMPLS:
         result["median_s"][impl] = result["min_s"][impl] = None
         if impl == "ours" and not kernels.info()["compiled_kernels"]:
-            continue   # nothing compiled: "ours" would only time the reference again
+            continue  # nothing compiled: "ours" would only time the reference again
         if impl in impls:
             backend = BACKENDS[impl] or kernels.get_backend()
             with kernels.backend(backend):
@@ -339,8 +382,10 @@ def format_table(env, results):
         "ratio = other time / our time (> 1: ours faster); times are medians in ms",
         "",
     ]
-    header = (f"{'numpy/ours':>10} {'torch/ours':>10}  {'case':<24} {'shape':<26} "
-              f"{'ours ms':>9} {'numpy ms':>9} {'torch ms':>9} {'GFLOP/s':>8}")
+    header = (
+        f"{'numpy/ours':>10} {'torch/ours':>10}  {'case':<24} {'shape':<26} "
+        f"{'ours ms':>9} {'numpy ms':>9} {'torch ms':>9} {'GFLOP/s':>8}"
+    )
     lines += [header, "-" * len(header)]
     for r in results:
         t = r["median_s"]
@@ -348,21 +393,38 @@ def format_table(env, results):
         lines.append(
             f"{_ratio(r['ratios']['numpy/ours']):>10} {_ratio(r['ratios']['torch/ours']):>10}  "
             f"{r['case']:<24} {r['shape']:<26} {_ms(t['ours']):>9} {_ms(t['numpy']):>9} "
-            f"{_ms(t['torch']):>9} {'' if gf is None else f'{gf:.1f}':>8}")
+            f"{_ms(t['torch']):>9} {'' if gf is None else f'{gf:.1f}':>8}"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tinygrad-bn bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 warm-up call and 1 timed call per implementation")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="threads for our kernels and torch (default: kernels' current count)")
-    p.add_argument("--filter", default="", metavar="SUBSTR",
-                   help="run only cases whose name or shape contains SUBSTR")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 warm-up call and 1 timed call per implementation",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads for our kernels and torch (default: kernels' current count)",
+    )
+    p.add_argument(
+        "--filter",
+        default="",
+        metavar="SUBSTR",
+        help="run only cases whose name or shape contains SUBSTR",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
-    p.add_argument("--budget", type=float, default=0.5, metavar="SECONDS",
-                   help="timed seconds per implementation and case (default 0.5)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="timed seconds per implementation and case (default 0.5)",
+    )
     return p.parse_args(argv)
 
 
@@ -397,7 +459,7 @@ def main(argv=None):
     warmup, repeats, budget = (1, 1, 0.0) if args.quick else (5, 10, args.budget)
     env = environment(threads)
     results = []
-    with _blas_threads(threads):   # NumPy's BLAS gets the same thread count as ours
+    with _blas_threads(threads):  # NumPy's BLAS gets the same thread count as ours
         for case in cases:
             results.append(run_case(case, threads, warmup, repeats, budget))
             print(f"  {case.name} {case.shape}: done", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ An op subclasses Function with ``forward(self, *arrays, **params)`` directly abo
 ``Op.apply(*tensors, **params)`` runs forward and records the op in the graph, but only
 when a gradient is needed: under ``no_grad`` or with constant inputs nothing is kept.
 """
+
 from .tensor import Tensor, is_grad_enabled
 
 
@@ -36,6 +37,7 @@ def unbroadcast(grad, shape):
         return grad
     extra = grad.ndim - len(shape)
     axes = tuple(range(extra)) + tuple(
-        i + extra for i, s in enumerate(shape) if s == 1 and grad.shape[i + extra] != 1)
+        i + extra for i, s in enumerate(shape) if s == 1 and grad.shape[i + extra] != 1
+    )
     out = grad.sum(axis=axes, keepdims=True) if axes else grad
     return out.reshape(shape) if extra else out

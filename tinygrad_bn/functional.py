@@ -1,4 +1,5 @@
 """Stateless ops, as in ``torch.nn.functional``: ``import tinygrad_bn.functional as F``."""
+
 import numpy as np
 
 from . import ops
@@ -12,6 +13,7 @@ def _tensor(x, name, op):
 
 
 # ---------------------------------------------------------------- activations
+
 
 def relu(x):
     return _tensor(x, "input", "relu").relu()
@@ -37,20 +39,21 @@ def log_softmax(x, dim=-1):
 
 # ---------------------------------------------------------------- losses
 
+
 def _labels(target, n, num_classes, op):
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     if t.dtype.kind == "f":
         if not np.all(np.mod(t, 1) == 0):
-            raise TypeError(f"{op}: target must hold integer class indices, got "
-                            f"non-integer floats")
+            raise TypeError(f"{op}: target must hold integer class indices, got non-integer floats")
     elif t.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must be integer class indices, got dtype {t.dtype}")
     if t.shape != (n,):
         raise ValueError(f"{op}: expected target of shape ({n},), got {t.shape}")
     t = t.astype(np.int64)
     if t.size and (t.min() < 0 or t.max() >= num_classes):
-        raise ValueError(f"{op}: target values must lie in [0, {num_classes}), got "
-                         f"[{t.min()}, {t.max()}]")
+        raise ValueError(
+            f"{op}: target values must lie in [0, {num_classes}), got [{t.min()}, {t.max()}]"
+        )
     return t
 
 
@@ -58,11 +61,12 @@ def nll_loss(log_probs, target, reduction="mean"):
     """Negative log-likelihood of integer targets under (N, C) log-probabilities."""
     _tensor(log_probs, "input", "nll_loss")
     if log_probs.ndim != 2:
-        raise ValueError(f"nll_loss: expected 2D input (N, C), got {log_probs.ndim}D input "
-                         f"of shape {log_probs.shape}")
+        raise ValueError(
+            f"nll_loss: expected 2D input (N, C), got {log_probs.ndim}D input "
+            f"of shape {log_probs.shape}"
+        )
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', got "
-                         f"{reduction!r}")
+        raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     t = _labels(target, log_probs.shape[0], log_probs.shape[1], "nll_loss")
     return ops.NLLLoss.apply(log_probs, target=t, reduction=reduction)
 
@@ -71,8 +75,10 @@ def cross_entropy(logits, target, reduction="mean"):
     """Softmax cross-entropy of (N, C) logits against (N,) integer class indices."""
     _tensor(logits, "input", "cross_entropy")
     if logits.ndim != 2:
-        raise ValueError(f"cross_entropy: expected 2D input (N, C), got {logits.ndim}D input "
-                         f"of shape {logits.shape}")
+        raise ValueError(
+            f"cross_entropy: expected 2D input (N, C), got {logits.ndim}D input "
+            f"of shape {logits.shape}"
+        )
     return nll_loss(logits.log_softmax(1), target, reduction)
 
 
@@ -84,13 +90,16 @@ def mse_loss(input, target, reduction="mean"):
 
 # ---------------------------------------------------------------- layers
 
+
 def linear(x, weight, bias=None):
     """x @ weight.T + bias over the last axis: (*, in) -> (*, out), weight (out, in)."""
     _tensor(x, "input", "linear")
     _tensor(weight, "weight", "linear")
     if x.ndim < 1 or weight.ndim != 2:
-        raise ValueError(f"linear: expected input (*, in) and 2D weight (out, in), got "
-                         f"{x.shape} and {weight.shape}")
+        raise ValueError(
+            f"linear: expected input (*, in) and 2D weight (out, in), got "
+            f"{x.shape} and {weight.shape}"
+        )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
     args = (x, weight) if bias is None else (x, weight, bias)
@@ -103,13 +112,16 @@ def _conv_check(x, weight, bias):
     _tensor(x, "input", "conv2d")
     _tensor(weight, "weight", "conv2d")
     if x.ndim != 4:
-        raise ValueError(f"conv2d: expected 4D input (N, C, H, W), got {x.ndim}D input of "
-                         f"shape {x.shape}")
+        raise ValueError(
+            f"conv2d: expected 4D input (N, C, H, W), got {x.ndim}D input of shape {x.shape}"
+        )
     if weight.ndim != 4:
         raise ValueError(f"conv2d: expected 4D weight (O, C, KH, KW), got shape {weight.shape}")
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d: input has {x.shape[1]} channels but weight {weight.shape} "
-                         f"expects {weight.shape[1]}")
+        raise ValueError(
+            f"conv2d: input has {x.shape[1]} channels but weight {weight.shape} "
+            f"expects {weight.shape[1]}"
+        )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"conv2d: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
     for name, t in (("input", x), ("weight", weight)):
@@ -137,8 +149,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size."""
     _tensor(x, "input", "max_pool2d")
     if x.ndim != 4:
-        raise ValueError(f"max_pool2d: expected 4D input (N, C, H, W), got {x.ndim}D input "
-                         f"of shape {x.shape}")
+        raise ValueError(
+            f"max_pool2d: expected 4D input (N, C, H, W), got {x.ndim}D input of shape {x.shape}"
+        )
     return ops.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
 
 
@@ -159,8 +172,9 @@ def dropout(x, p=0.5, training=True, generator=None):
     return x * Tensor(keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+def batch_norm(
+    x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+):
     """Batch normalization (Ioffe & Szegedy 2015) over (N, C), (N, C, L) or (N, C, H, W).
 
     Statistics are per channel C, over N (and L or H, W). In training the batch mean and
@@ -185,17 +199,26 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             raise ValueError(f"batch_norm: expected {name} of shape ({c},), got {r.shape}")
     if not training:
         if running_mean is None or running_var is None:
-            raise ValueError("batch_norm: running_mean and running_var are required when "
-                             "training=False")
-        return ops.BatchNormEval.apply(x, weight, bias, _const(running_mean, x.dtype),
-                                       _const(running_var, x.dtype), eps=eps)
+            raise ValueError(
+                "batch_norm: running_mean and running_var are required when training=False"
+            )
+        return ops.BatchNormEval.apply(
+            x, weight, bias, _const(running_mean, x.dtype), _const(running_var, x.dtype), eps=eps
+        )
     m = x.data.size // c if c else 0
     if m <= 1:
-        raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                         f"size {x.shape}")
-    return ops.BatchNormTrain.apply(x, weight, bias, eps=eps, momentum=momentum,
-                                    running_mean=_buffer(running_mean, x.dtype, "running_mean"),
-                                    running_var=_buffer(running_var, x.dtype, "running_var"))
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+        )
+    return ops.BatchNormTrain.apply(
+        x,
+        weight,
+        bias,
+        eps=eps,
+        momentum=momentum,
+        running_mean=_buffer(running_mean, x.dtype, "running_mean"),
+        running_var=_buffer(running_var, x.dtype, "running_var"),
+    )
 
 
 def _per_channel(t, c, dtype, fill, name):

@@ -5,6 +5,7 @@ input x that requires a gradient, the backward pass's d<r, y>/dx with the centra
 difference (<r, fn(x + eps e_i)> - <r, fn(x - eps e_i)>) / (2 eps), element by element.
 One random r exercises every entry of the Jacobian with probability one.
 """
+
 import numpy as np
 
 from .tensor import Tensor, no_grad
@@ -22,7 +23,7 @@ def _as_float64_leaves(inputs):
         elif isinstance(t, np.ndarray) and t.dtype.kind == "f":
             leaves.append(Tensor(t.astype(np.float64)))
         else:
-            leaves.append(t)   # ints, shapes, labels … passed through untouched
+            leaves.append(t)  # ints, shapes, labels … passed through untouched
     return leaves
 
 
@@ -40,11 +41,13 @@ def analytic_grads(fn, inputs, cotangent):
             t.grad = None
     out = _output(fn, inputs, "gradcheck")
     if not out.requires_grad:
-        raise RuntimeError("gradcheck: the output does not depend on any input that "
-                           "requires grad")
+        raise RuntimeError("gradcheck: the output does not depend on any input that requires grad")
     out.backward(cotangent)
-    return [t.grad.data if t.grad is not None else np.zeros_like(t.data)
-            for t in inputs if isinstance(t, Tensor) and t.requires_grad]
+    return [
+        t.grad.data if t.grad is not None else np.zeros_like(t.data)
+        for t in inputs
+        if isinstance(t, Tensor) and t.requires_grad
+    ]
 
 
 def numerical_grads(fn, inputs, cotangent, eps):
@@ -87,8 +90,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     numerical = numerical_grads(fn, inputs, cotangent, eps)
     for pos, a, n in zip(checked, analytic, numerical):
         if a.shape != n.shape:
-            raise GradcheckError(f"gradcheck: input {pos}: gradient shape {a.shape} != input "
-                                 f"shape {n.shape}")
+            raise GradcheckError(
+                f"gradcheck: input {pos}: gradient shape {a.shape} != input shape {n.shape}"
+            )
         excess = np.abs(a - n) - (atol + rtol * np.abs(n))
         if excess.size and (np.max(excess) > 0 or not np.all(np.isfinite(a))):
             bad = np.where(np.isfinite(a), excess, np.inf)
@@ -96,5 +100,6 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
             raise GradcheckError(
                 f"gradcheck: input {pos} (shape {a.shape}), index {tuple(int(i) for i in idx)}: "
                 f"analytic {a[idx]!r} != numerical {n[idx]!r} "
-                f"(atol={atol}, rtol={rtol}; {int(np.sum(bad > 0))} of {a.size} elements fail)")
+                f"(atol={atol}, rtol={rtol}; {int(np.sum(bad > 0))} of {a.size} elements fail)"
+            )
     return True

@@ -4,17 +4,19 @@ Composite ops (mean, var, softmax, sqrt, dropout, cross_entropy …) are built f
 ``tensor.py`` / ``functional.py`` and need no backward of their own. The heavy ones
 (matmul, conv2d, max_pool2d, batch norm) call ``tinygrad_bn.kernels``.
 """
+
 import numpy as np
 
 from . import kernels
 from .function import Function, unbroadcast
 from .tensor import Tensor
 
-
 # ================================================================ elementwise binary
+
 
 class _Binary(Function):
     """Broadcasting binary op: checks shapes once, undoes broadcasting in backward."""
+
     name = "binary"
 
     def forward(self, a, b):
@@ -22,15 +24,18 @@ class _Binary(Function):
             try:
                 np.broadcast_shapes(a.shape, b.shape)
             except ValueError:
-                raise ValueError(f"{self.name}: shapes {a.shape} and {b.shape} are not "
-                                 f"broadcastable") from None
+                raise ValueError(
+                    f"{self.name}: shapes {a.shape} and {b.shape} are not broadcastable"
+                ) from None
         self.a_shape, self.b_shape = a.shape, b.shape
         return self.compute(a, b)
 
     def grads(self, grad):
         da, db = self.local_grads(grad)
-        return (unbroadcast(da, self.a_shape) if da is not None else None,
-                unbroadcast(db, self.b_shape) if db is not None else None)
+        return (
+            unbroadcast(da, self.a_shape) if da is not None else None,
+            unbroadcast(db, self.b_shape) if db is not None else None,
+        )
 
 
 class Add(_Binary):
@@ -92,6 +97,7 @@ class Div(_Binary):
 
 
 # ================================================================ elementwise unary
+
 
 class Neg(Function):
     def forward(self, x):
@@ -182,6 +188,7 @@ class Tanh(Function):
 
 # ================================================================ reductions
 
+
 def _expand(grad, shape, axis, keepdims):
     """Broadcast a reduced gradient back over the reduced axes."""
     if axis is not None and not keepdims:
@@ -207,12 +214,13 @@ class Max(Function):
 
     def backward(self, grad):
         # ties share the gradient equally, so the result is a valid subgradient
-        mask = (self.x == self.out)
+        mask = self.x == self.out
         mask = mask / mask.sum(axis=self.axis, keepdims=True)
         return (_expand(grad, self.x.shape, self.axis, self.keepdims) * mask,)
 
 
 # ================================================================ movement
+
 
 class Reshape(Function):
     def forward(self, x, shape):
@@ -220,8 +228,9 @@ class Reshape(Function):
         try:
             return x.reshape(shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape {x.shape} ({x.size} elements) "
-                             f"into {shape}") from None
+            raise ValueError(
+                f"reshape: cannot reshape {x.shape} ({x.size} elements) into {shape}"
+            ) from None
 
     def backward(self, grad):
         return (grad.reshape(self.in_shape),)
@@ -238,8 +247,7 @@ class Permute(Function):
 
 def _is_basic_index(index):
     items = index if isinstance(index, tuple) else (index,)
-    return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
-               for i in items)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice)) for i in items)
 
 
 class GetItem(Function):
@@ -248,13 +256,14 @@ class GetItem(Function):
         try:
             return x[index]
         except IndexError as e:
-            raise IndexError(f"index {index!r} is invalid for a tensor of shape {x.shape}: "
-                             f"{e}") from None
+            raise IndexError(
+                f"index {index!r} is invalid for a tensor of shape {x.shape}: {e}"
+            ) from None
 
     def backward(self, grad):
         dx = np.zeros(self.shape, dtype=self.dtype)
         if _is_basic_index(self.index):
-            dx[self.index] = grad        # basic indexing selects each element at most once
+            dx[self.index] = grad  # basic indexing selects each element at most once
         else:
             np.add.at(dx, self.index, grad)  # integer arrays may repeat an element
         return (dx,)
@@ -285,15 +294,20 @@ def cat(tensors, dim=0, *, axis=None):
     if ax is None:
         raise ValueError(f"cat: axis {axis} out of range for {ref.ndim} dims")
     for i, t in enumerate(tensors):
-        if t.ndim != ref.ndim or t.shape[:ax] + t.shape[ax + 1:] != ref.shape[:ax] + ref.shape[ax + 1:]:
-            raise ValueError(f"cat: tensor {i} has shape {t.shape}, expected {ref.shape} "
-                             f"except along axis {ax}")
+        if (
+            t.ndim != ref.ndim
+            or t.shape[:ax] + t.shape[ax + 1 :] != ref.shape[:ax] + ref.shape[ax + 1 :]
+        ):
+            raise ValueError(
+                f"cat: tensor {i} has shape {t.shape}, expected {ref.shape} except along axis {ax}"
+            )
     if len({t.dtype for t in tensors}) > 1:
         tensors = [t.astype(np.float64) for t in tensors]
     return Cat.apply(*tensors, axis=ax)
 
 
 # ================================================================ matmul
+
 
 def _batched_matmul(a, b):
     """a @ b for ndim >= 2 through the kernel: 2-D directly, else flattened batch dims."""
@@ -316,13 +330,15 @@ def _matmul_into_layout(x, y, like):
 class MatMul(Function):
     def forward(self, a, b):
         if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims "
-                             f"{a.shape[-1]} != {b.shape[-2]}")
+            raise ValueError(
+                f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[-1]} != {b.shape[-2]}"
+            )
         try:
             np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
-            raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch dims are not "
-                             f"broadcastable") from None
+            raise ValueError(
+                f"matmul: {a.shape} @ {b.shape}: batch dims are not broadcastable"
+            ) from None
         self.a, self.b = a, b
         return _batched_matmul(a, b)
 
@@ -330,9 +346,9 @@ class MatMul(Function):
         need_a, need_b = self.needs_input_grad
         da = db = None
         bt, at = np.swapaxes(self.b, -1, -2), np.swapaxes(self.a, -1, -2)  # views, no copy
-        if need_a:   # dA = dC @ B^T
+        if need_a:  # dA = dC @ B^T
             da = unbroadcast(_matmul_into_layout(grad, bt, self.a), self.a.shape)
-        if need_b:   # dB = A^T @ dC
+        if need_b:  # dB = A^T @ dC
             db = unbroadcast(_matmul_into_layout(at, grad, self.b), self.b.shape)
         return da, db
 
@@ -345,8 +361,10 @@ class Linear(Function):
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
-            raise ValueError(f"linear: input {x.shape} has {x.shape[-1]} features, weight "
-                             f"{weight.shape} expects {weight.shape[1]}")
+            raise ValueError(
+                f"linear: input {x.shape} has {x.shape[-1]} features, weight "
+                f"{weight.shape} expects {weight.shape[1]}"
+            )
         self.x2 = x.reshape(-1, x.shape[-1])
         self.x_shape, self.weight = x.shape, weight
         y = kernels.matmul(self.x2, weight.T)
@@ -356,8 +374,11 @@ class Linear(Function):
 
     def backward(self, grad):
         g2 = grad.reshape(-1, self.weight.shape[0])
-        dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) \
-            if self.needs_input_grad[0] else None
+        dx = (
+            kernels.matmul(g2, self.weight).reshape(self.x_shape)
+            if self.needs_input_grad[0]
+            else None
+        )
         dw = kernels.matmul(g2.T, self.x2) if self.needs_input_grad[1] else None
         if len(self.needs_input_grad) == 2:
             return dx, dw
@@ -367,8 +388,9 @@ class Linear(Function):
 def matmul(a, b):
     """a @ b with NumPy's rules: 1-D operands are promoted to matrices and squeezed after."""
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} "
-                         f"and {b.shape}")
+        raise ValueError(
+            f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}"
+        )
     if a.dtype != b.dtype:
         a, b = a.astype(np.float64), b.astype(np.float64)
     vec_a, vec_b = a.ndim == 1, b.ndim == 1
@@ -387,6 +409,7 @@ def matmul(a, b):
 
 
 # ================================================================ neural-net primitives
+
 
 class LogSoftmax(Function):
     def forward(self, x, axis):
@@ -430,8 +453,9 @@ class Conv2d(Function):
         return out
 
     def backward(self, grad):
-        dx, dw = kernels.conv2d_backward(self.x, self.weight, np.ascontiguousarray(grad),
-                                         self.stride, self.padding)
+        dx, dw = kernels.conv2d_backward(
+            self.x, self.weight, np.ascontiguousarray(grad), self.stride, self.padding
+        )
         if len(self.needs_input_grad) == 3:
             return dx, dw, grad.sum(axis=(0, 2, 3))
         return dx, dw
@@ -444,8 +468,9 @@ class MaxPool2d(Function):
         return out
 
     def backward(self, grad):
-        return (kernels.max_pool2d_backward(np.ascontiguousarray(grad), self.argmax,
-                                            self.in_shape),)
+        return (
+            kernels.max_pool2d_backward(np.ascontiguousarray(grad), self.argmax, self.in_shape),
+        )
 
 
 def _channels_last_dim(x):
@@ -476,8 +501,9 @@ class BatchNormTrain(Function):
 
     def backward(self, grad):
         dy = _channels_last_dim(np.ascontiguousarray(grad))
-        dx, dweight, dbias = kernels.batch_norm_backward(dy, self.x, self.mean, self.invstd,
-                                                         self.weight)
+        dx, dweight, dbias = kernels.batch_norm_backward(
+            dy, self.x, self.mean, self.invstd, self.weight
+        )
         return dx.reshape(self.shape), dweight, dbias
 
 

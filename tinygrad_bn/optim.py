@@ -5,6 +5,7 @@ graph and keep each parameter's identity and dtype. Update rules are PyTorch's d
 ones. The plain-SGD path is one ``p.data -= lr * g`` per parameter: the paper's MLP calls
 ``step()`` 50,000 times.
 """
+
 import copy
 import math
 import numbers
@@ -35,8 +36,10 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         if isinstance(params, Tensor):
-            raise TypeError("params argument given to the optimizer should be an iterable of "
-                            "Tensors or dicts, but got a Tensor")
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                "Tensors or dicts, but got a Tensor"
+            )
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
@@ -54,22 +57,25 @@ class Optimizer:
     def add_param_group(self, group):
         """Add a dict {"params": ..., hyper-parameter overrides} to ``param_groups``."""
         if not isinstance(group, dict):
-            raise TypeError(f"{type(self).__name__}: param group must be a dict, got "
-                            f"{type(group).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: param group must be a dict, got {type(group).__name__}"
+            )
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__} can only optimize Tensors, got "
-                                f"{type(p).__name__}")
+                raise TypeError(
+                    f"{type(self).__name__} can only optimize Tensors, got {type(p).__name__}"
+                )
             if not p.is_leaf:
                 raise ValueError(f"{type(self).__name__} can't optimize a non-leaf Tensor")
         if len({id(p) for p in params}) != len(params):
             raise ValueError(f"{type(self).__name__}: a parameter appears twice in one group")
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in existing for p in params):
-            raise ValueError(f"{type(self).__name__}: some parameters appear in more than one "
-                             f"parameter group")
+            raise ValueError(
+                f"{type(self).__name__}: some parameters appear in more than one parameter group"
+            )
         full = dict(self.defaults)
         full.update(group)
         full["params"] = params
@@ -95,10 +101,14 @@ class Optimizer:
         """{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}: a deep
         copy, with parameters named by their position across the groups."""
         index = {id(p): i for i, p in enumerate(self._all_params())}
-        groups = [{**{k: v for k, v in g.items() if k != "params"},
-                   "params": [index[id(p)] for p in g["params"]]} for g in self.param_groups]
-        state = {index[id(p)]: copy.deepcopy(s) for p, s in self.state.items()
-                 if id(p) in index}
+        groups = [
+            {
+                **{k: v for k, v in g.items() if k != "params"},
+                "params": [index[id(p)] for p in g["params"]],
+            }
+            for g in self.param_groups
+        ]
+        state = {index[id(p)]: copy.deepcopy(s) for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -108,28 +118,35 @@ class Optimizer:
         array's shape does not match its parameter."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"load_state_dict: state_dict has {len(groups)} parameter groups, "
-                             f"this optimizer has {len(self.param_groups)}")
+            raise ValueError(
+                f"load_state_dict: state_dict has {len(groups)} parameter groups, "
+                f"this optimizer has {len(self.param_groups)}"
+            )
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(own["params"]):
-                raise ValueError(f"load_state_dict: group {i} has {len(saved['params'])} "
-                                 f"parameters in state_dict, {len(own['params'])} here")
+                raise ValueError(
+                    f"load_state_dict: group {i} has {len(saved['params'])} "
+                    f"parameters in state_dict, {len(own['params'])} here"
+                )
         params = {}
         for saved, own in zip(groups, self.param_groups):
             params.update(zip((int(i) for i in saved["params"]), own["params"]))
         state = {}
         for key, s in state_dict["state"].items():
-            index = int(key)   # ints, or their strings after a round trip through JSON
+            index = int(key)  # ints, or their strings after a round trip through JSON
             if index not in params:
-                raise ValueError(f"load_state_dict: state for parameter {key!r}, which no "
-                                 f"parameter group lists")
+                raise ValueError(
+                    f"load_state_dict: state for parameter {key!r}, which no parameter group lists"
+                )
             p = params[index]
             s = copy.deepcopy(s)
             for name, v in s.items():
                 if isinstance(v, np.ndarray):
                     if v.shape != p.shape:
-                        raise ValueError(f"load_state_dict: state {name!r} of parameter {key} "
-                                         f"has shape {v.shape}, the parameter {p.shape}")
+                        raise ValueError(
+                            f"load_state_dict: state {name!r} of parameter {key} "
+                            f"has shape {v.shape}, the parameter {p.shape}"
+                        )
                     s[name] = v.astype(p.dtype, copy=False)
             state[p] = s
         for saved, own in zip(groups, self.param_groups):
@@ -152,10 +169,17 @@ class SGD(Optimizer):
     p <- p - lr * g.  (PyTorch's rule.)
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+            ),
+        )
 
     def _check_group(self, g):
         g["lr"] = _number(g["lr"], "learning rate", "SGD")
@@ -164,9 +188,11 @@ class SGD(Optimizer):
         g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", "SGD")
         g["nesterov"] = bool(g["nesterov"])
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
-            raise ValueError("SGD: nesterov momentum requires a momentum > 0 and zero "
-                             f"dampening, got momentum={g['momentum']}, "
-                             f"dampening={g['dampening']}")
+            raise ValueError(
+                "SGD: nesterov momentum requires a momentum > 0 and zero "
+                f"dampening, got momentum={g['momentum']}, "
+                f"dampening={g['dampening']}"
+            )
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
@@ -174,7 +200,7 @@ class SGD(Optimizer):
             lr, momentum = group["lr"], group["momentum"]
             decay = group["weight_decay"]
             if momentum == 0 and decay == 0:
-                for p in group["params"]:     # the hot path: no state, one update
+                for p in group["params"]:  # the hot path: no state, one update
                     if p.grad is not None:
                         p.data -= lr * p.grad.data
                 continue
@@ -215,8 +241,10 @@ class Adam(Optimizer):
         betas = g["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"Adam: betas must be a pair, got {betas!r}")
-        g["betas"] = (_number(betas[0], "beta parameter at index 0", "Adam", 0.0, 1.0, True),
-                      _number(betas[1], "beta parameter at index 1", "Adam", 0.0, 1.0, True))
+        g["betas"] = (
+            _number(betas[0], "beta parameter at index 0", "Adam", 0.0, 1.0, True),
+            _number(betas[1], "beta parameter at index 1", "Adam", 0.0, 1.0, True),
+        )
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
@@ -231,8 +259,11 @@ class Adam(Optimizer):
                     g = g + decay * p.data
                 state = self.state.get(p)
                 if state is None:
-                    state = self.state[p] = {"step": 0, "exp_avg": np.zeros_like(p.data),
-                                             "exp_avg_sq": np.zeros_like(p.data)}
+                    state = self.state[p] = {
+                        "step": 0,
+                        "exp_avg": np.zeros_like(p.data),
+                        "exp_avg_sq": np.zeros_like(p.data),
+                    }
                 state["step"] += 1
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -240,28 +271,31 @@ class Adam(Optimizer):
                 m += (1 - beta1) * g
                 v *= beta2
                 v += (1 - beta2) * (g * g)
-                denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t)
+                denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
                 denom += eps
-                p.data -= (lr / (1 - beta1 ** t)) * (m / denom)
+                p.data -= (lr / (1 - beta1**t)) * (m / denom)
         return loss
 
 
 # ================================================================ schedulers
+
 
 class LRScheduler:
     """Base class: sets each group's lr from ``get_lr()`` at construction and on ``step()``."""
 
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: expected an Optimizer, got "
-                            f"{type(optimizer).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: expected an Optimizer, got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         for group in optimizer.param_groups:
             if last_epoch == -1:
                 group.setdefault("initial_lr", group["lr"])
             elif "initial_lr" not in group:
-                raise KeyError("param 'initial_lr' is not specified in param_groups when "
-                               "resuming an optimizer")
+                raise KeyError(
+                    "param 'initial_lr' is not specified in param_groups when resuming an optimizer"
+                )
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = last_epoch
         self.step()
@@ -293,8 +327,11 @@ class StepLR(LRScheduler):
     """Multiply each group's lr by gamma every step_size epochs."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) \
-                or step_size < 1:
+        if (
+            isinstance(step_size, bool)
+            or not isinstance(step_size, numbers.Integral)
+            or step_size < 1
+        ):
             raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
         self.step_size = int(step_size)
         self.gamma = _number(gamma, "gamma", "StepLR")

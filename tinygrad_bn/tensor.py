@@ -5,6 +5,7 @@ records itself as the output's ``_ctx``. ``backward()`` sorts that graph topolog
 (iteratively, so a chain of 10,000 ops is fine) and runs each op's backward once, in
 reverse order, summing the gradients of a node that is used several times.
 """
+
 import contextlib
 import threading
 
@@ -86,6 +87,7 @@ class Tensor:
     >>> (x * x).sum().backward(); x.grad
     Tensor([[2., 4.]], dtype=float32)
     """
+
     __slots__ = ("data", "requires_grad", "grad", "_ctx", "__weakref__")
     __array_priority__ = 1000  # so ndarray <op> Tensor calls Tensor's reflected op
 
@@ -192,6 +194,7 @@ class Tensor:
     def astype(self, dtype):
         """Cast to float32 or float64, differentiably."""
         from .ops import Cast
+
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"astype: expected float32 or float64, got {dtype}")
@@ -220,20 +223,24 @@ class Tensor:
         `grad` (same shape as self) is required unless self has exactly one element.
         """
         if not self.requires_grad:
-            raise RuntimeError("backward: this tensor does not require grad and has no graph "
-                               "(was it computed under no_grad, or from tensors without "
-                               "requires_grad=True?)")
+            raise RuntimeError(
+                "backward: this tensor does not require grad and has no graph "
+                "(was it computed under no_grad, or from tensors without "
+                "requires_grad=True?)"
+            )
         if grad is None:
             if self.data.size != 1:
-                raise RuntimeError(f"backward: grad can be implicitly created only for scalar "
-                                   f"outputs, got shape {self.shape}; pass grad=")
+                raise RuntimeError(
+                    f"backward: grad can be implicitly created only for scalar "
+                    f"outputs, got shape {self.shape}; pass grad="
+                )
             grad = np.ones_like(self.data)
         else:
             grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward: grad shape {grad.shape} != tensor shape {self.shape}")
         grads = {self: grad}
-        claimed = set()   # arrays already adopted as some leaf's .grad in this pass
+        claimed = set()  # arrays already adopted as some leaf's .grad in this pass
         for node in reversed(_topological_order(self)):
             g = grads.pop(node, None)
             if g is None:
@@ -264,32 +271,69 @@ class Tensor:
         self.grad = Tensor._from_op(g, None)
 
     # ------------------------------------------------------------ arithmetic
-    def __add__(self, other): return _ops.Add.apply(*_pair(self, other))
-    def __radd__(self, other): return _ops.Add.apply(*_pair(other, self))
-    def __sub__(self, other): return _ops.Sub.apply(*_pair(self, other))
-    def __rsub__(self, other): return _ops.Sub.apply(*_pair(other, self))
-    def __mul__(self, other): return _ops.Mul.apply(*_pair(self, other))
-    def __rmul__(self, other): return _ops.Mul.apply(*_pair(other, self))
-    def __truediv__(self, other): return _ops.Div.apply(*_pair(self, other))
-    def __rtruediv__(self, other): return _ops.Div.apply(*_pair(other, self))
-    def __neg__(self): return _ops.Neg.apply(self)
-    def __matmul__(self, other): return self.matmul(other)
-    def __rmatmul__(self, other): return _as_tensor(other, self.dtype).matmul(self)
+    def __add__(self, other):
+        return _ops.Add.apply(*_pair(self, other))
+
+    def __radd__(self, other):
+        return _ops.Add.apply(*_pair(other, self))
+
+    def __sub__(self, other):
+        return _ops.Sub.apply(*_pair(self, other))
+
+    def __rsub__(self, other):
+        return _ops.Sub.apply(*_pair(other, self))
+
+    def __mul__(self, other):
+        return _ops.Mul.apply(*_pair(self, other))
+
+    def __rmul__(self, other):
+        return _ops.Mul.apply(*_pair(other, self))
+
+    def __truediv__(self, other):
+        return _ops.Div.apply(*_pair(self, other))
+
+    def __rtruediv__(self, other):
+        return _ops.Div.apply(*_pair(other, self))
+
+    def __neg__(self):
+        return _ops.Neg.apply(self)
+
+    def __matmul__(self, other):
+        return self.matmul(other)
+
+    def __rmatmul__(self, other):
+        return _as_tensor(other, self.dtype).matmul(self)
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not np.isscalar(exponent):
-            raise TypeError(f"pow: the exponent must be a Python/NumPy scalar, "
-                            f"got {type(exponent).__name__}")
+            raise TypeError(
+                f"pow: the exponent must be a Python/NumPy scalar, got {type(exponent).__name__}"
+            )
         return _ops.Pow.apply(self, exponent=float(exponent))
 
-    def pow(self, exponent): return self ** exponent
-    def exp(self): return _ops.Exp.apply(self)
-    def log(self): return _ops.Log.apply(self)
-    def sqrt(self): return _ops.Pow.apply(self, exponent=0.5)
-    def abs(self): return _ops.Abs.apply(self)
-    def relu(self): return _ops.Relu.apply(self)
-    def sigmoid(self): return _ops.Sigmoid.apply(self)
-    def tanh(self): return _ops.Tanh.apply(self)
+    def pow(self, exponent):
+        return self**exponent
+
+    def exp(self):
+        return _ops.Exp.apply(self)
+
+    def log(self):
+        return _ops.Log.apply(self)
+
+    def sqrt(self):
+        return _ops.Pow.apply(self, exponent=0.5)
+
+    def abs(self):
+        return _ops.Abs.apply(self)
+
+    def relu(self):
+        return _ops.Relu.apply(self)
+
+    def sigmoid(self):
+        return _ops.Sigmoid.apply(self)
+
+    def tanh(self):
+        return _ops.Tanh.apply(self)
 
     def matmul(self, other):
         return _ops.matmul(self, _as_tensor(other, self.dtype))
@@ -310,8 +354,7 @@ class Tensor:
             raise ValueError(f"max: cannot reduce an empty tensor of shape {self.shape}")
         return _ops.Max.apply(self, axis=axis, keepdims=keepdims)
 
-    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1,
-            ddof=None):
+    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1, ddof=None):
         """Variance; like PyTorch, unbiased by default (correction=1); ddof is an alias."""
         axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
         correction = correction if ddof is None else ddof
@@ -331,7 +374,7 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         s, e = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
-        return self.reshape(*self.shape[:s], -1, *self.shape[e + 1:])
+        return self.reshape(*self.shape[:s], -1, *self.shape[e + 1 :])
 
     def permute(self, *dims):
         dims = _shape_arg(dims)
@@ -357,6 +400,7 @@ class Tensor:
 
 
 # -------------------------------------------------------------------- helpers
+
 
 def _as_tensor(x, dtype):
     """A Tensor for x: itself if it is one, else a constant of the given dtype."""

@@ -11,6 +11,7 @@
 The strategies are bounded so that float64 central differences stay meaningful; the
 gradient check is the same engine as ``tinygrad_bn.gradcheck``.
 """
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -18,8 +19,17 @@ from hypothesis.extra import numpy as hnp
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
 
-__all__ = ["shapes", "broadcastable_shapes", "arrays", "tensors", "floats",
-           "assert_grad_close", "assert_matches_numpy", "tolerance", "GradcheckError"]
+__all__ = [
+    "shapes",
+    "broadcastable_shapes",
+    "arrays",
+    "tensors",
+    "floats",
+    "assert_grad_close",
+    "assert_matches_numpy",
+    "tolerance",
+    "GradcheckError",
+]
 
 # forward comparisons: (rtol, atol) per dtype
 TOLERANCE = {np.dtype(np.float32): (1e-5, 1e-6), np.dtype(np.float64): (1e-12, 1e-12)}
@@ -33,10 +43,12 @@ def tolerance(dtype):
 
 # ---------------------------------------------------------------- strategies
 
+
 def shapes(min_dims=0, max_dims=3, min_side=1, max_side=4):
     """Array shapes, small enough that a gradient check over every element is quick."""
-    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
-                            max_side=max_side)
+    return hnp.array_shapes(
+        min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side
+    )
 
 
 def floats(bound=3.0):
@@ -59,20 +71,23 @@ def broadcastable_shapes(draw, max_dims=3, max_side=4):
 
 def arrays(dtype=np.float64, shape=None, elements=None, bound=3.0, unique=False):
     """NumPy arrays of `dtype`; shape defaults to `shapes()`, elements to `floats(bound)`."""
-    return hnp.arrays(np.dtype(dtype), shape if shape is not None else shapes(),
-                      elements=elements if elements is not None else floats(bound),
-                      unique=unique)
+    return hnp.arrays(
+        np.dtype(dtype),
+        shape if shape is not None else shapes(),
+        elements=elements if elements is not None else floats(bound),
+        unique=unique,
+    )
 
 
 @st.composite
-def tensors(draw, shape=None, dtype=np.float64, elements=None, bound=3.0,
-            requires_grad=True):
+def tensors(draw, shape=None, dtype=np.float64, elements=None, bound=3.0, requires_grad=True):
     """Tensors (float64 and requiring grad by default, ready for assert_grad_close)."""
     data = draw(arrays(dtype, shape, elements, bound))
     return Tensor(data, requires_grad=requires_grad)
 
 
 # ---------------------------------------------------------------- assertions
+
 
 def assert_grad_close(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     """Assert fn's backward matches float64 central differences for every input that
@@ -96,6 +111,9 @@ def assert_matches_numpy(op, ref, *arrays_, rtol=None, atol=None):
     if want.dtype.kind == "f" and out.dtype != want.dtype:
         raise AssertionError(f"dtype {out.dtype} != reference dtype {want.dtype}")
     tol = tolerance(out.dtype)
-    np.testing.assert_allclose(out.numpy(), want,
-                               rtol=tol["rtol"] if rtol is None else rtol,
-                               atol=tol["atol"] if atol is None else atol)
+    np.testing.assert_allclose(
+        out.numpy(),
+        want,
+        rtol=tol["rtol"] if rtol is None else rtol,
+        atol=tol["atol"] if atol is None else atol,
+    )

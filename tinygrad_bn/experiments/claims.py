@@ -14,6 +14,7 @@ trained with SGD + momentum at a constant learning rate:
 Like Table 2 we report, per variant, the steps to reach the Baseline's best test accuracy and
 the best test accuracy reached.
 """
+
 import os
 import time
 
@@ -53,21 +54,32 @@ DEFAULTS = {
 # Why these defaults (measured, docs/results.md): the whole default run must take about ten
 # minutes on 2 cores, so the net is small (8 and 16 channels, ~98% on MNIST when trained
 # longer) and each variant gets 2,000 steps (120,000 images, 2 epochs), evaluated on 2,000
-# test images every 100 steps. The base rate 0.002 (with momentum 0.9) is, as the paper's Inception rate was,
-# one at which the Baseline trains stably; x5 and x30 then stay trainable with BN.
+# test images every 100 steps. The base rate 0.002 (with momentum 0.9) is, as the paper's
+# Inception rate was, one at which the Baseline trains stably; x5 and x30 then stay
+# trainable with BN.
 
 
 def _loss(model, xb, yb):
     return F.cross_entropy(model(Tensor(xb)), yb)
 
 
-def run(config, out_dir, data_dir=None, download=True, resume=False, progress=False,
-        threads=None, stop_after=None, log=print):
+def run(
+    config,
+    out_dir,
+    data_dir=None,
+    download=True,
+    resume=False,
+    progress=False,
+    threads=None,
+    stop_after=None,
+    log=print,
+):
     """Train every variant for every seed; write results.json, claims.png and report.md."""
     config = {**DEFAULTS, **config}
     _validate(config)
     threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
-        out_dir, data_dir, download, threads, conv=True, eval_samples=config["eval_samples"])
+        out_dir, data_dir, download, threads, conv=True, eval_samples=config["eval_samples"]
+    )
     n_eval = len(y_eval)
 
     def eval_fn(model):
@@ -82,28 +94,62 @@ def run(config, out_dir, data_dir=None, download=True, resume=False, progress=Fa
             p = config["dropout"] if dropout else 0.0
             manual_seed(seed)
             dropout_rng = np.random.default_rng([seed, 0xD0])
-            model = models.claims_convnet(batch_norm, activation, p,
-                                          np.random.default_rng(seed), dropout_rng,
-                                          channels=tuple(config["channels"]))
+            model = models.claims_convnet(
+                batch_norm,
+                activation,
+                p,
+                np.random.default_rng(seed),
+                dropout_rng,
+                channels=tuple(config["channels"]),
+            )
             opt = optim.SGD(model.parameters(), lr=lr, momentum=config["momentum"])
             fingerprint = {k: v for k, v in config.items() if k not in ("seeds", "variants")}
             fingerprint.update(variant=name, run_seed=seed, n_eval=n_eval)
-            out = train_run(model=model, optimizer=opt, loss_fn=_loss, train_x=x_train,
-                            train_y=y_train, eval_fn=eval_fn, steps=config["steps"],
-                            batch_size=config["batch_size"], eval_every=config["eval_every"],
-                            seed=seed, checkpoint_path=os.path.join(
-                                out_dir, "checkpoints", f"claims-{name}-seed{seed}.ckpt"),
-                            resume=resume, fingerprint=fingerprint, dropout_rng=dropout_rng,
-                            stop_after=stop_after, progress=progress,
-                            desc=f"claims {name} seed {seed}")
-            runs.append({"variant": name, "seed": seed, "lr": lr, "batch_norm": batch_norm,
-                         "activation": activation, "dropout": p, **out})
-            log(f"claims {name} seed {seed}: best test accuracy "
+            out = train_run(
+                model=model,
+                optimizer=opt,
+                loss_fn=_loss,
+                train_x=x_train,
+                train_y=y_train,
+                eval_fn=eval_fn,
+                steps=config["steps"],
+                batch_size=config["batch_size"],
+                eval_every=config["eval_every"],
+                seed=seed,
+                checkpoint_path=os.path.join(
+                    out_dir, "checkpoints", f"claims-{name}-seed{seed}.ckpt"
+                ),
+                resume=resume,
+                fingerprint=fingerprint,
+                dropout_rng=dropout_rng,
+                stop_after=stop_after,
+                progress=progress,
+                desc=f"claims {name} seed {seed}",
+            )
+            runs.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "lr": lr,
+                    "batch_norm": batch_norm,
+                    "activation": activation,
+                    "dropout": p,
+                    **out,
+                }
+            )
+            log(
+                f"claims {name} seed {seed}: best test accuracy "
                 f"{common.fmt_acc(max(out['curve']['test_acc']))}, {out['wall_s']:.1f} s "
-                f"({out['steps_per_s']:.0f} steps/s)")
-    results = {"experiment": "claims", "config": {**config, "eval_samples": n_eval},
-               "environment": common.environment(threads), "runs": runs,
-               "summary": summarize(runs), "total_wall_s": time.perf_counter() - started}
+                f"({out['steps_per_s']:.0f} steps/s)"
+            )
+    results = {
+        "experiment": "claims",
+        "config": {**config, "eval_samples": n_eval},
+        "environment": common.environment(threads),
+        "runs": runs,
+        "summary": summarize(runs),
+        "total_wall_s": time.perf_counter() - started,
+    }
     common.write_json(os.path.join(out_dir, "results.json"), results)
     plots.claims(results, os.path.join(out_dir, "claims.png"))
     common.write_text(os.path.join(out_dir, "report.md"), report.claims(results))
@@ -122,16 +168,23 @@ def _validate(config):
         raise ValueError(f"claims: dropout must lie in [0, 1), got {config['dropout']!r}")
     unknown = [v for v in config["variants"] if v not in VARIANTS]
     if unknown or not config["variants"]:
-        raise ValueError(f"claims: variants must be a non-empty subset of {list(VARIANTS)}, "
-                         f"got {config['variants']!r}")
+        raise ValueError(
+            f"claims: variants must be a non-empty subset of {list(VARIANTS)}, "
+            f"got {config['variants']!r}"
+        )
     channels = config["channels"]
-    if not 1 <= len(channels) <= 4 or not all(isinstance(c, (int, np.integer)) and c >= 1
-                                    for c in channels):
-        raise ValueError(f"claims: channels must be 1 to 4 integers >= 1 (each block halves "
-                         f"the 28x28 image), got {channels!r}")
+    if not 1 <= len(channels) <= 4 or not all(
+        isinstance(c, (int, np.integer)) and c >= 1 for c in channels
+    ):
+        raise ValueError(
+            f"claims: channels must be 1 to 4 integers >= 1 (each block halves "
+            f"the 28x28 image), got {channels!r}"
+        )
     if config["batch_size"] < 2:
-        raise ValueError("claims: batch_size must be >= 2 (BatchNorm needs more than one "
-                         f"value per channel), got {config['batch_size']}")
+        raise ValueError(
+            "claims: batch_size must be >= 2 (BatchNorm needs more than one "
+            f"value per channel), got {config['batch_size']}"
+        )
 
 
 def summarize(runs):
@@ -148,11 +201,14 @@ def summarize(runs):
         steps = mine[0]["curve"]["step"]
         finite = mean[np.isfinite(mean)]
         summary["variants"][name] = {
-            "seeds": len(mine), "batch_norm": mine[0]["batch_norm"],
-            "activation": mine[0]["activation"], "dropout": mine[0]["dropout"],
+            "seeds": len(mine),
+            "batch_norm": mine[0]["batch_norm"],
+            "activation": mine[0]["activation"],
+            "dropout": mine[0]["dropout"],
             "lr": mine[0]["lr"],
-            "steps_to_target": (common.steps_to_reach(steps, mean, target)
-                                if target is not None else None),
+            "steps_to_target": (
+                common.steps_to_reach(steps, mean, target) if target is not None else None
+            ),
             "best_acc_mean": float(finite.max()) if finite.size else None,
             "final_acc_mean": float(mean[-1]),
             "wall_s_mean": float(np.mean([r["wall_s"] for r in mine])),

@@ -1,4 +1,5 @@
-"""What both experiments share: data loading, the environment record, curve statistics, output files."""
+"""What both experiments share: data, the environment record, curve statistics, output files."""
+
 import json
 import math
 import os
@@ -25,8 +26,7 @@ def load_data(data_dir, download, conv):
         x = to_float(images)
         return x[:, None] if conv else flatten(x)
 
-    return ((prepare(ds.train.images), ds.train.labels),
-            (prepare(ds.test.images), ds.test.labels))
+    return ((prepare(ds.train.images), ds.train.labels), (prepare(ds.test.images), ds.test.labels))
 
 
 def setup(out_dir, data_dir, download, threads, conv, eval_samples):
@@ -40,18 +40,30 @@ def setup(out_dir, data_dir, download, threads, conv, eval_samples):
     os.makedirs(os.path.join(out_dir, "checkpoints"), exist_ok=True)
     train, (x_test, y_test) = load_data(data_dir, download, conv)
     n_eval = min(eval_samples, len(x_test))
-    return kernels.get_num_threads(), train, (np.ascontiguousarray(x_test[:n_eval]),
-                                              y_test[:n_eval])
+    return (
+        kernels.get_num_threads(),
+        train,
+        (np.ascontiguousarray(x_test[:n_eval]), y_test[:n_eval]),
+    )
 
 
 def environment(threads):
     """Versions and machine facts recorded beside every result."""
     info = kernels.info()
-    return {"tinygrad_bn": __version__, "python": sys.version.split()[0],
-           "numpy": np.__version__, "matplotlib": matplotlib.__version__,
-           "tqdm": tqdm.__version__, "platform": platform.platform(), "cpu": cpu_model(),
-           "cpu_count": os.cpu_count(), "threads": threads, "backend": info["backend"],
-           "openmp": info["openmp"], "numpy_fallback_kernels": info["numpy_fallback"]}
+    return {
+        "tinygrad_bn": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "matplotlib": matplotlib.__version__,
+        "tqdm": tqdm.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "backend": info["backend"],
+        "openmp": info["openmp"],
+        "numpy_fallback_kernels": info["numpy_fallback"],
+    }
 
 
 def steps_to_reach(steps, accs, target):

@@ -5,6 +5,7 @@ record test accuracy (eval mode: BN uses its running estimates), the mean traini
 the previous evaluation, and the 15th/50th/85th percentiles of the input of one sigmoid unit
 of the last hidden layer over the evaluated test images (for the BN net, the BN output).
 """
+
 import os
 import time
 
@@ -59,8 +60,17 @@ def _make_eval(x_test, y_test, unit):
     return eval_fn
 
 
-def run(config, out_dir, data_dir=None, download=True, resume=False, progress=False,
-        threads=None, stop_after=None, log=print):
+def run(
+    config,
+    out_dir,
+    data_dir=None,
+    download=True,
+    resume=False,
+    progress=False,
+    threads=None,
+    stop_after=None,
+    log=print,
+):
     """Train both networks for every seed; write results.json, fig1.png and report.md in out_dir.
 
     Returns the results dict (the content of results.json).
@@ -68,7 +78,8 @@ def run(config, out_dir, data_dir=None, download=True, resume=False, progress=Fa
     config = {**DEFAULTS, **config}
     _validate(config)
     threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
-        out_dir, data_dir, download, threads, conv=False, eval_samples=config["eval_samples"])
+        out_dir, data_dir, download, threads, conv=False, eval_samples=config["eval_samples"]
+    )
     n_eval = len(y_eval)
     eval_fn = _make_eval(x_eval, y_eval, config["unit"])
 
@@ -77,25 +88,46 @@ def run(config, out_dir, data_dir=None, download=True, resume=False, progress=Fa
         for network in NETWORKS:
             lr = config[f"lr_{network}"]
             manual_seed(seed)
-            model = models.fig1_mlp(network == "bn", config["init_std"],
-                                    np.random.default_rng(seed))
+            model = models.fig1_mlp(
+                network == "bn", config["init_std"], np.random.default_rng(seed)
+            )
             opt = optim.SGD(model.parameters(), lr=lr)
             fingerprint = {**config, "network": network, "run_seed": seed, "n_eval": n_eval}
             fingerprint.pop("seeds")
-            out = train_run(model=model, optimizer=opt, loss_fn=_loss, train_x=x_train,
-                            train_y=y_train, eval_fn=eval_fn, steps=config["steps"],
-                            batch_size=config["batch_size"], eval_every=config["eval_every"],
-                            seed=seed, checkpoint_path=os.path.join(
-                                out_dir, "checkpoints", f"fig1-{network}-seed{seed}.ckpt"),
-                            resume=resume, fingerprint=fingerprint, stop_after=stop_after,
-                            progress=progress, desc=f"fig1 {network} seed {seed}")
+            out = train_run(
+                model=model,
+                optimizer=opt,
+                loss_fn=_loss,
+                train_x=x_train,
+                train_y=y_train,
+                eval_fn=eval_fn,
+                steps=config["steps"],
+                batch_size=config["batch_size"],
+                eval_every=config["eval_every"],
+                seed=seed,
+                checkpoint_path=os.path.join(
+                    out_dir, "checkpoints", f"fig1-{network}-seed{seed}.ckpt"
+                ),
+                resume=resume,
+                fingerprint=fingerprint,
+                stop_after=stop_after,
+                progress=progress,
+                desc=f"fig1 {network} seed {seed}",
+            )
             runs.append({"network": network, "seed": seed, "lr": lr, **out})
-            log(f"fig1 {network} seed {seed}: final test accuracy "
+            log(
+                f"fig1 {network} seed {seed}: final test accuracy "
                 f"{common.fmt_acc(out['curve']['test_acc'][-1])}, {out['wall_s']:.1f} s "
-                f"({out['steps_per_s']:.0f} steps/s)")
-    results = {"experiment": "fig1", "config": {**config, "eval_samples": n_eval},
-               "environment": common.environment(threads), "runs": runs,
-               "summary": summarize(runs), "total_wall_s": time.perf_counter() - started}
+                f"({out['steps_per_s']:.0f} steps/s)"
+            )
+    results = {
+        "experiment": "fig1",
+        "config": {**config, "eval_samples": n_eval},
+        "environment": common.environment(threads),
+        "runs": runs,
+        "summary": summarize(runs),
+        "total_wall_s": time.perf_counter() - started,
+    }
     write_outputs(results, out_dir)
     return results
 
@@ -110,8 +142,10 @@ def _validate(config):
     if not 0 <= config["unit"] < 100:
         raise ValueError(f"fig1: unit must lie in [0, 100), got {config['unit']!r}")
     if config["batch_size"] < 2:
-        raise ValueError("fig1: batch_size must be >= 2 (BatchNorm needs more than one value "
-                         f"per feature), got {config['batch_size']}")
+        raise ValueError(
+            "fig1: batch_size must be >= 2 (BatchNorm needs more than one value "
+            f"per feature), got {config['batch_size']}"
+        )
 
 
 def summarize(runs):
@@ -132,8 +166,9 @@ def summarize(runs):
             "final_acc_min": float(final.min()),
             "final_acc_max": float(final.max()),
             "best_acc_mean": float(accs.max(axis=1).mean()),
-            "steps_to": {f"{t:.2f}": common.steps_to_reach(steps, mean_curve, t)
-                         for t in THRESHOLDS},
+            "steps_to": {
+                f"{t:.2f}": common.steps_to_reach(steps, mean_curve, t) for t in THRESHOLDS
+            },
             "auc": common.area_under_curve(steps, mean_curve),
             "drift": _drift(mine),
             "wall_s_mean": float(np.mean([r["wall_s"] for r in mine])),
@@ -148,6 +183,7 @@ def _drift(runs):
     Early is the first evaluation after step 0 (at step 0 both nets see the untrained
     weights); late is the last one.
     """
+
     def at(r, i):
         c = r["curve"]
         return c["p50"][i], c["p85"][i] - c["p15"][i]
@@ -155,12 +191,16 @@ def _drift(runs):
     early_i = 1 if len(runs[0]["curve"]["step"]) > 1 else 0
     early = np.array([at(r, early_i) for r in runs]).mean(axis=0)
     late = np.array([at(r, -1) for r in runs]).mean(axis=0)
-    return {"early_step": runs[0]["curve"]["step"][early_i],
-            "late_step": runs[0]["curve"]["step"][-1],
-            "median_early": float(early[0]), "median_late": float(late[0]),
-            "median_change": float(late[0] - early[0]),
-            "spread_early": float(early[1]), "spread_late": float(late[1]),
-            "spread_ratio": float(late[1] / early[1]) if early[1] > 0 else None}
+    return {
+        "early_step": runs[0]["curve"]["step"][early_i],
+        "late_step": runs[0]["curve"]["step"][-1],
+        "median_early": float(early[0]),
+        "median_late": float(late[0]),
+        "median_change": float(late[0] - early[0]),
+        "spread_early": float(early[1]),
+        "spread_late": float(late[1]),
+        "spread_ratio": float(late[1] / early[1]) if early[1] > 0 else None,
+    }
 
 
 def write_outputs(results, out_dir):

@@ -1,4 +1,5 @@
 """The networks of the experiments, built from tinygrad_bn.nn and initialised from one generator."""
+
 import math
 
 import numpy as np
@@ -57,8 +58,9 @@ def forward_probed(model, x, probe_index):
     return x, probed
 
 
-def claims_convnet(batch_norm, activation, dropout, generator, dropout_generator=None,
-                    channels=(8, 16)):
+def claims_convnet(
+    batch_norm, activation, dropout, generator, dropout_generator=None, channels=(8, 16)
+):
     """A small conv net for the Section 4.2 claims: [conv3x3-(BN)-act-maxpool2] x 2, linear.
 
     (N, 1, 28, 28) -> (N, 10). Weights are He-normal (std sqrt(2 / fan_in)) from `generator`,
@@ -69,8 +71,15 @@ def claims_convnet(batch_norm, activation, dropout, generator, dropout_generator
     act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[activation]
     layers, c_in, size = [], 1, 28
     for c_out in channels:
-        conv = nn.Conv2d(c_in, c_out, 3, stride=1, padding=1, bias=not batch_norm,
-                         generator=np.random.default_rng(0))  # overwritten below
+        conv = nn.Conv2d(
+            c_in,
+            c_out,
+            3,
+            stride=1,
+            padding=1,
+            bias=not batch_norm,
+            generator=np.random.default_rng(0),
+        )  # overwritten below
         nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (c_in * 9)), generator=generator)
         if not batch_norm:
             nn.init.zeros_(conv.bias)

@@ -1,4 +1,5 @@
 """Figures of the experiments (matplotlib, Agg backend: no display needed)."""
+
 import numpy as np
 
 COLORS = {"vanilla": "tab:blue", "bn": "tab:red"}
@@ -7,8 +8,10 @@ LABELS = {"vanilla": "Without BN", "bn": "With BN"}
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -28,8 +31,14 @@ def fig1(results, path):
         accs = np.array([r["curve"]["test_acc"] for r in mine], dtype=np.float64)
         axes[0].plot(steps, accs.mean(axis=0), color=COLORS[network], label=LABELS[network])
         if len(mine) > 1:
-            axes[0].fill_between(steps, accs.min(axis=0), accs.max(axis=0),
-                                 color=COLORS[network], alpha=0.2, linewidth=0)
+            axes[0].fill_between(
+                steps,
+                accs.min(axis=0),
+                accs.max(axis=0),
+                color=COLORS[network],
+                alpha=0.2,
+                linewidth=0,
+            )
     axes[0].set(title="(a) test accuracy", xlabel="training steps", ylabel="accuracy")
     # the paper's scale (0.7 to 1) when both nets get there; a short run shows everything
     finals = [r["curve"]["test_acc"][-1] for r in runs]
@@ -37,8 +46,10 @@ def fig1(results, path):
     axes[0].legend(loc="lower right")
     axes[0].grid(alpha=0.3)
     unit = results["config"].get("unit", 0)
-    for ax, network, name in ((axes[1], "vanilla", "(b) without BN"),
-                              (axes[2], "bn", "(c) with BN")):
+    for ax, network, name in (
+        (axes[1], "vanilla", "(b) without BN"),
+        (axes[2], "bn", "(c) with BN"),
+    ):
         mine = [r for r in runs if r["network"] == network]
         if not mine:
             ax.set_visible(False)
@@ -50,8 +61,14 @@ def fig1(results, path):
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
     # the paper draws (b) and (c) on one scale so the drift is comparable
-    ys = [v for r in runs if r["network"] in ("vanilla", "bn")
-          for k in ("p15", "p85") for v in r["curve"][k] if v is not None and np.isfinite(v)]
+    ys = [
+        v
+        for r in runs
+        if r["network"] in ("vanilla", "bn")
+        for k in ("p15", "p85")
+        for v in r["curve"][k]
+        if v is not None and np.isfinite(v)
+    ]
     if ys:
         pad = 0.05 * (max(ys) - min(ys) + 1e-9)
         for ax in axes[1:]:
@@ -70,12 +87,14 @@ def claims(results, path):
         for r in results["runs"]:
             c = r["curve"]
             accs = [np.nan if a is None else a for a in c["test_acc"]]
-            label = r["variant"] + (f" (seed {r['seed']})" if results["config"]["seeds"] > 1
-                                    else "")
+            label = r["variant"] + (
+                f" (seed {r['seed']})" if results["config"]["seeds"] > 1 else ""
+            )
             ax.plot(c["step"], accs, label=label)
         if target is not None:
-            ax.axhline(target, color="gray", linestyle=":",
-                       label=f"Baseline best {100 * target:.2f}%")
+            ax.axhline(
+                target, color="gray", linestyle=":", label=f"Baseline best {100 * target:.2f}%"
+            )
         ax.set(xlabel="training steps", ylabel="test accuracy")
         ax.grid(alpha=0.3)
     axes[0].set(title="Section 4.2 claims: test accuracy", ylim=(0.0, 1.0))

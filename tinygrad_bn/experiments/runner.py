@@ -7,6 +7,7 @@ continues from that checkpoint and ends with exactly the curves of an uninterrup
 because everything random is either saved (model, optimizer, dropout generator) or a pure
 function of (seed, step) (the data order).
 """
+
 import json
 import os
 import sys
@@ -45,8 +46,8 @@ def evaluate(forward, x, y, batch_size=2000):
     correct = 0
     with no_grad():
         for start in range(0, len(x), batch_size):
-            logits = forward(Tensor(x[start:start + batch_size]))
-            correct += int((logits.data.argmax(axis=1) == y[start:start + batch_size]).sum())
+            logits = forward(Tensor(x[start : start + batch_size]))
+            correct += int((logits.data.argmax(axis=1) == y[start : start + batch_size]).sum())
     return correct / max(len(x), 1)
 
 
@@ -54,13 +55,39 @@ def _progress_bar(enabled, total, initial, desc):
     if not enabled:
         return None
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
-                mininterval=0.5, file=sys.stderr, leave=True)
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        file=sys.stderr,
+        leave=True,
+    )
 
 
-def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, batch_size,
-              eval_every, seed, checkpoint_path=None, resume=False, fingerprint=None,
-              dropout_rng=None, stop_after=None, progress=False, desc=""):
+def train_run(
+    *,
+    model,
+    optimizer,
+    loss_fn,
+    train_x,
+    train_y,
+    eval_fn,
+    steps,
+    batch_size,
+    eval_every,
+    seed,
+    checkpoint_path=None,
+    resume=False,
+    fingerprint=None,
+    dropout_rng=None,
+    stop_after=None,
+    progress=False,
+    desc="",
+):
     """Train ``model`` for ``steps`` SGD steps; return {"curve": {...}, "wall_s", "steps_per_s"}.
 
     ``loss_fn(model, xb, yb)`` returns the scalar loss Tensor of one mini-batch (the model is in
@@ -76,24 +103,29 @@ def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, ba
     """
     n_batches = len(train_x) // batch_size
     if n_batches < 1:
-        raise ValueError(f"batch size {batch_size} is larger than the training set "
-                         f"({len(train_x)} examples)")
+        raise ValueError(
+            f"batch size {batch_size} is larger than the training set ({len(train_x)} examples)"
+        )
     curve = {"step": [], "train_loss": []}
     step, wall_before = 0, 0.0
     if resume and checkpoint_path is not None and os.path.exists(checkpoint_path):
         state = checkpoint.load(checkpoint_path)
         saved = json.loads(str(state.get("fingerprint", "null")))
         if saved != fingerprint:
-            raise ConfigMismatch(f"checkpoint {checkpoint_path} was written with a different "
-                                 f"configuration ({_diff(saved, fingerprint)}); rerun without "
-                                 f"--resume or with the original options")
+            raise ConfigMismatch(
+                f"checkpoint {checkpoint_path} was written with a different "
+                f"configuration ({_diff(saved, fingerprint)}); rerun without "
+                f"--resume or with the original options"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if dropout_rng is not None:
             dropout_rng.bit_generator.state = state["dropout_rng"]
         step, wall_before = int(state["step"]), float(state["wall_s"])
-        curve = {k: [float(v) if k != "step" else int(v) for v in vals]
-                 for k, vals in state["curve"].items()}
+        curve = {
+            k: [float(v) if k != "step" else int(v) for v in vals]
+            for k, vals in state["curve"].items()
+        }
 
     def record(at_step, mean_loss):
         point = eval_fn(model)
@@ -108,11 +140,18 @@ def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, ba
         if checkpoint_path is None:
             return
         # the fingerprint as JSON text: compared as text, tuples and lists cannot differ
-        state = {"version": _CHECKPOINT_VERSION, "fingerprint": json.dumps(fingerprint),
-                 "step": at_step, "wall_s": wall, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(),
-                 "curve": {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
-                           for k, v in curve.items()}}
+        state = {
+            "version": _CHECKPOINT_VERSION,
+            "fingerprint": json.dumps(fingerprint),
+            "step": at_step,
+            "wall_s": wall,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "curve": {
+                k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
+                for k, v in curve.items()
+            },
+        }
         if dropout_rng is not None:
             state["dropout_rng"] = dropout_rng.bit_generator.state
         checkpoint.save(state, checkpoint_path)
@@ -131,7 +170,7 @@ def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, ba
             e, b = divmod(step, n_batches)
             if e != epoch:
                 epoch, order = e, epoch_order(seed, e, len(train_x))
-            idx = order[b * batch_size:(b + 1) * batch_size]
+            idx = order[b * batch_size : (b + 1) * batch_size]
             loss = loss_fn(model, train_x[idx], train_y[idx])
             optimizer.zero_grad()
             loss.backward()
@@ -148,8 +187,9 @@ def train_run(*, model, optimizer, loss_fn, train_x, train_y, eval_fn, steps, ba
                 last_acc = point.get("test_acc", last_acc)
                 save(step, wall_before + time.perf_counter() - t0)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{curve['train_loss'][-1]:.4f}",
-                                    acc=f"{last_acc:.4f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{curve['train_loss'][-1]:.4f}", acc=f"{last_acc:.4f}", refresh=False
+                    )
                 if stop_after is not None and step >= stop_after and step < steps:
                     raise StopRequested(f"stopped after step {step} (--stop-after)")
     finally:

@@ -10,6 +10,7 @@ is built) or ``"numpy"`` (``tinygrad_bn.kernels.reference``, same signatures).
     >>> with kernels.backend("cython"): ...
     >>> kernels.set_num_threads(2); kernels.info()
 """
+
 import contextlib
 import importlib
 import os
@@ -20,9 +21,13 @@ from . import reference
 
 KERNELS = (
     "matmul",
-    "conv2d_forward", "conv2d_backward",
-    "max_pool2d_forward", "max_pool2d_backward",
-    "batch_norm_forward_train", "batch_norm_backward", "batch_norm_forward_eval",
+    "conv2d_forward",
+    "conv2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "batch_norm_forward_train",
+    "batch_norm_backward",
+    "batch_norm_forward_eval",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
 _EXT_MODULES = ("matmul", "conv2d", "batchnorm")
@@ -66,6 +71,7 @@ _num_threads = _default_threads()
 
 # ---------------------------------------------------------------- configuration
 
+
 def extension_available():
     """True when every kernel has a compiled implementation."""
     return all(name in _COMPILED for name in KERNELS)
@@ -78,7 +84,8 @@ def require_extension():
         raise ImportError(
             "tinygrad_bn: compiled kernels missing: %s (import errors: %s). "
             "Build them with `pip install .` (needs a C compiler and Cython >= 3)."
-            % (", ".join(missing) or "none", _IMPORT_ERRORS or "none"))
+            % (", ".join(missing) or "none", _IMPORT_ERRORS or "none")
+        )
 
 
 def set_backend(name):
@@ -185,11 +192,13 @@ def _window(op, x_shape, k, stride, padding):
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{op}: window {k} with stride {stride} and padding {padding} does not fit the "
-            f"input of size {(h, w)}: output would be {(oh, ow)}")
+            f"input of size {(h, w)}: output would be {(oh, ow)}"
+        )
     return oh, ow
 
 
 # ---------------------------------------------------------------- matmul
+
 
 def matmul(a, b):
     """C = A @ B: (M, K) @ (K, N) -> (M, N), or batched (B, M, K) @ (B, K, N) -> (B, M, N)."""
@@ -198,22 +207,25 @@ def matmul(a, b):
     if b.ndim != a.ndim:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: operands must have the same ndim")
     if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: {a.shape} @ {b.shape}: inner dims "
-                         f"{a.shape[-1]} != {b.shape[-2]}")
+        raise ValueError(
+            f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[-1]} != {b.shape[-2]}"
+        )
     if a.ndim == 3 and a.shape[0] != b.shape[0]:
-        raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch sizes "
-                         f"{a.shape[0]} != {b.shape[0]}")
+        raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch sizes {a.shape[0]} != {b.shape[0]}")
     return _impl("matmul")(a, b)
 
 
 # ---------------------------------------------------------------- conv2d
 
+
 def _check_conv(op, x, weight, stride, padding):
     _check_ndim(op, "input", x, (4,))
     _check_ndim(op, "weight", weight, (4,))
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"{op}: input has {x.shape[1]} channels, weight {tuple(weight.shape)} "
-                         f"expects {weight.shape[1]}")
+        raise ValueError(
+            f"{op}: input has {x.shape[1]} channels, weight {tuple(weight.shape)} "
+            f"expects {weight.shape[1]}"
+        )
     stride = _pair(op, "stride", stride, 1)
     padding = _pair(op, "padding", padding, 0)
     return stride, padding
@@ -234,12 +246,14 @@ def conv2d_backward(x, weight, grad_out, stride=1, padding=0):
     oh, ow = _window("conv2d_backward", x.shape, weight.shape[2:], stride, padding)
     want = (x.shape[0], weight.shape[0], oh, ow)
     if grad_out.shape != want:
-        raise ValueError(f"conv2d_backward: expected grad_out of shape {want}, "
-                         f"got {grad_out.shape}")
+        raise ValueError(
+            f"conv2d_backward: expected grad_out of shape {want}, got {grad_out.shape}"
+        )
     return _impl("conv2d_backward")(x, weight, grad_out, stride, padding)
 
 
 # ---------------------------------------------------------------- max_pool2d
+
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """(y, argmax) of a max pool over (N, C, H, W); argmax is int64 flat h*W + w."""
@@ -249,8 +263,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     stride = k if stride is None else _pair("max_pool2d", "stride", stride, 1)
     padding = _pair("max_pool2d", "padding", padding, 0)
     if padding[0] > k[0] // 2 or padding[1] > k[1] // 2:
-        raise ValueError(f"max_pool2d: padding {padding} must be at most half the "
-                         f"kernel size {k}")
+        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel size {k}")
     _window("max_pool2d", x.shape, k, stride, padding)
     return _impl("max_pool2d_forward")(x, k, stride, padding)
 
@@ -260,11 +273,15 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
     _check_float("max_pool2d_backward", grad_out=grad_out)
     input_shape = tuple(int(s) for s in input_shape)
     if argmax.dtype != np.int64 or argmax.shape != grad_out.shape:
-        raise ValueError(f"max_pool2d_backward: argmax must be int64 of shape "
-                         f"{grad_out.shape}, got {argmax.dtype} {argmax.shape}")
+        raise ValueError(
+            f"max_pool2d_backward: argmax must be int64 of shape "
+            f"{grad_out.shape}, got {argmax.dtype} {argmax.shape}"
+        )
     if len(input_shape) != 4 or grad_out.ndim != 4 or grad_out.shape[:2] != input_shape[:2]:
-        raise ValueError(f"max_pool2d_backward: grad_out {grad_out.shape} does not match "
-                         f"input shape {input_shape}")
+        raise ValueError(
+            f"max_pool2d_backward: grad_out {grad_out.shape} does not match "
+            f"input shape {input_shape}"
+        )
     hw = input_shape[2] * input_shape[3]
     if argmax.size and (argmax.min() < 0 or argmax.max() >= hw):
         raise ValueError(f"max_pool2d_backward: argmax values must lie in [0, {hw})")
@@ -272,6 +289,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
 
 
 # ---------------------------------------------------------------- batch norm
+
 
 def _check_bn(op, x, **per_channel):
     _check_float(op, input=x, **per_channel)
@@ -286,8 +304,10 @@ def batch_norm_forward_train(x, weight, bias, eps):
     """(y, mean, var, invstd) over x (N, C) or (N, C, L); var is the biased batch variance."""
     _check_bn("batch_norm", x, weight=weight, bias=bias)
     if x.shape[1] and x.size // x.shape[1] < 2:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when "
-                         f"training, got input size {x.shape}")
+        raise ValueError(
+            f"batch_norm: expected more than 1 value per channel when "
+            f"training, got input size {x.shape}"
+        )
     if not eps > 0:
         raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
     return _impl("batch_norm_forward_train")(x, weight, bias, float(eps))
@@ -304,9 +324,14 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight):
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
     """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one fused pass."""
-    _check_bn("batch_norm", x, running_mean=running_mean, running_var=running_var,
-              weight=weight, bias=bias)
+    _check_bn(
+        "batch_norm",
+        x,
+        running_mean=running_mean,
+        running_var=running_var,
+        weight=weight,
+        bias=bias,
+    )
     if not eps > 0:
         raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
-    return _impl("batch_norm_forward_eval")(x, running_mean, running_var, weight, bias,
-                                            float(eps))
+    return _impl("batch_norm_forward_eval")(x, running_mean, running_var, weight, bias, float(eps))

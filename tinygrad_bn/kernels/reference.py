@@ -5,10 +5,11 @@ Inputs are validated by the dispatcher (``tinygrad_bn.kernels``) before they get
 Shapes: batch norm takes x as (N, C) or (N, C, L) (a (N, C, H, W) map is passed as
 (N, C, H*W)); conv2d and max_pool2d take NCHW; stride and padding are (h, w) pairs.
 """
+
 import numpy as np
 
-
 # ---------------------------------------------------------------- matmul
+
 
 def matmul(a, b):
     """C = A @ B for (M, K) @ (K, N), or batched (B, M, K) @ (B, K, N)."""
@@ -16,6 +17,7 @@ def matmul(a, b):
 
 
 # ---------------------------------------------------------------- conv2d
+
 
 def conv_output_size(size, k, stride, pad):
     """Output length of a convolution or pooling window along one axis."""
@@ -31,7 +33,7 @@ def im2col(x, kh, kw, stride, padding):
     cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            cols[:, :, i, j] = xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
@@ -44,8 +46,8 @@ def col2im(cols, x_shape, kh, kw, stride, padding):
     xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += cols[:, :, i, j]
-    return xp[:, :, ph:ph + h, pw:pw + w]
+            xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += cols[:, :, i, j]
+    return xp[:, :, ph : ph + h, pw : pw + w]
 
 
 def conv2d_forward(x, weight, stride, padding):
@@ -73,6 +75,7 @@ def conv2d_backward(x, weight, grad_out, stride, padding):
 
 # ---------------------------------------------------------------- max_pool2d
 
+
 def max_pool2d_forward(x, kernel_size, stride, padding):
     """(y, argmax): window maxima and, per output, the flat index h*W + w of the winner.
 
@@ -88,7 +91,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     colv = np.arange(ow)[None, :] * sw - pw
     for i in range(kh):
         for j in range(kw):
-            v = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+            v = xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
             better = v > y
             y = np.where(better, v, y)
             argmax = np.where(better, (rows + i) * w + (colv + j), argmax)
@@ -106,6 +109,7 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
 
 
 # ---------------------------------------------------------------- batch norm
+
 
 def _channel_view(x):
     """Reduction axes and the shape that broadcasts a per-channel vector against x."""

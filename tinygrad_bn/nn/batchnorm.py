@@ -1,4 +1,5 @@
 """BatchNorm1d / BatchNorm2d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
+
 import numbers
 
 import numpy as np
@@ -32,19 +33,29 @@ class _BatchNorm(Module):
     Raises ValueError for the wrong number of dims or channels, and for one value per
     channel in training; TypeError for a non-Tensor input.
     """
+
     _expected_dims = ()
     _dims_text = ""
     _fixed_dtype_buffers = ("num_batches_tracked",)
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, dtype=np.float32):
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        *,
+        dtype=np.float32,
+    ):
         super().__init__()
         name = type(self).__name__
         self.num_features = _size(num_features, "num_features", name, 1)
         if not isinstance(eps, numbers.Real) or not eps >= 0:
             raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
-        if momentum is not None and (not isinstance(momentum, numbers.Real)
-                                     or not 0.0 <= momentum <= 1.0):
+        if momentum is not None and (
+            not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0
+        ):
             raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
@@ -88,8 +99,10 @@ class _BatchNorm(Module):
         if x.ndim not in self._expected_dims:
             raise ValueError(f"{name}: expected {self._dims_text} input (got {x.ndim}D input)")
         if x.shape[1] != self.num_features:
-            raise ValueError(f"{name}: expected {self.num_features} channels (num_features) "
-                             f"at dim 1, got input of shape {x.shape}")
+            raise ValueError(
+                f"{name}: expected {self.num_features} channels (num_features) "
+                f"at dim 1, got input of shape {x.shape}"
+            )
 
     def forward(self, x):
         self._check_input(x)
@@ -97,31 +110,48 @@ class _BatchNorm(Module):
         factor = 0.0
         if update:
             # momentum=None: cumulative average, the new batch gets weight 1/count
-            factor = (self.momentum if self.momentum is not None
-                      else 1.0 / (float(self.num_batches_tracked.data) + 1.0))
+            factor = (
+                self.momentum
+                if self.momentum is not None
+                else 1.0 / (float(self.num_batches_tracked.data) + 1.0)
+            )
         batch_stats = self.training or not self.track_running_stats
         # the running buffers are None exactly when track_running_stats=False
-        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                           batch_stats, factor, self.eps)
+        out = F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            batch_stats,
+            factor,
+            self.eps,
+        )
         if update:  # counted only once F.batch_norm has accepted the batch
             count = self.num_batches_tracked.data
-            count[()] = float(count) + 1.0   # 10x cheaper than `count += 1` on a 0-d array
+            count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
         return out
 
     def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):
-    __doc__ = ("Batch normalization over (N, C) or (N, C, L); statistics per channel C.\n\n"
-               + _BatchNorm.__doc__)
+    __doc__ = (
+        "Batch normalization over (N, C) or (N, C, L); statistics per channel C.\n\n"
+        + _BatchNorm.__doc__
+    )
     _expected_dims = (2, 3)
     _dims_text = "2D or 3D"
 
 
 class BatchNorm2d(_BatchNorm):
-    __doc__ = ("Batch normalization over (N, C, H, W); statistics per channel C, over N, H, W "
-               "(Section 3.2: one gamma/beta per feature map).\n\n" + _BatchNorm.__doc__)
+    __doc__ = (
+        "Batch normalization over (N, C, H, W); statistics per channel C, over N, H, W "
+        "(Section 3.2: one gamma/beta per feature map).\n\n" + _BatchNorm.__doc__
+    )
     _expected_dims = (4,)
     _dims_text = "4D"

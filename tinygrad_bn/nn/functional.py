@@ -1,5 +1,18 @@
 """``tinygrad_bn.nn.functional``: the same functions as ``tinygrad_bn.functional``, so the
 PyTorch habit ``import tinygrad_bn.nn.functional as F`` works too."""
+
 from ..functional import (  # noqa: F401  (re-exports)
-    batch_norm, conv2d, cross_entropy, dropout, linear, log_softmax, max_pool2d, mse_loss,
-    nll_loss, relu, sigmoid, softmax, tanh)
+    batch_norm,
+    conv2d,
+    cross_entropy,
+    dropout,
+    linear,
+    log_softmax,
+    max_pool2d,
+    mse_loss,
+    nll_loss,
+    relu,
+    sigmoid,
+    softmax,
+    tanh,
+)

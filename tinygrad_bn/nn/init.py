@@ -4,6 +4,7 @@ Every random initializer takes ``generator=``: an int seed or a numpy Generator;
 default is tinygrad_bn's own generator (see ``tinygrad_bn.manual_seed``). Values are drawn
 in float64 and rounded to the tensor's dtype.
 """
+
 import math
 
 import numpy as np
@@ -24,8 +25,16 @@ def _fill(tensor, values):
 
 def calculate_gain(nonlinearity, param=None):
     """The recommended gain for a nonlinearity (PyTorch's table)."""
-    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-              "conv_transpose2d", "conv_transpose3d", "sigmoid")
+    linear = (
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    )
     if nonlinearity in linear:
         return 1.0
     if nonlinearity == "tanh":
@@ -36,7 +45,7 @@ def calculate_gain(nonlinearity, param=None):
         slope = 0.01 if param is None else param
         if isinstance(slope, bool) or not isinstance(slope, (int, float)):
             raise ValueError(f"calculate_gain: negative_slope {slope!r} is not a number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
@@ -45,8 +54,10 @@ def calculate_gain(nonlinearity, param=None):
 def _fans(tensor, op):
     """(fan_in, fan_out): weight (out, in, *kernel) -> (in * k, out * k)."""
     if tensor.ndim < 2:
-        raise ValueError(f"{op}: fan in and fan out can not be computed for a tensor with "
-                         f"fewer than 2 dimensions (got shape {tensor.shape})")
+        raise ValueError(
+            f"{op}: fan in and fan out can not be computed for a tensor with "
+            f"fewer than 2 dimensions (got shape {tensor.shape})"
+        )
     receptive = int(np.prod(tensor.shape[2:], dtype=np.int64))
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
 
@@ -98,8 +109,9 @@ def _kaiming_std(tensor, a, mode, nonlinearity, op):
     fan_in, fan_out = _fans(_target(tensor, op), op)
     fan = fan_in if mode == "fan_in" else fan_out
     if fan == 0:
-        raise ValueError(f"{op}: cannot initialize a tensor with zero elements "
-                         f"(shape {tensor.shape})")
+        raise ValueError(
+            f"{op}: cannot initialize a tensor with zero elements (shape {tensor.shape})"
+        )
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 

@@ -4,6 +4,7 @@ Constructors that draw random numbers take ``generator=`` (int seed or numpy Gen
 default: tinygrad_bn's generator, see ``tinygrad_bn.manual_seed``) and ``dtype=``
 (float32 by default, or float64).
 """
+
 import math
 
 import numpy as np
@@ -47,8 +48,7 @@ class Linear(Module):
     b ~ U(-1/sqrt(in), 1/sqrt(in)).
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, generator=None,
-                 dtype=np.float32):
+    def __init__(self, in_features, out_features, bias=True, *, generator=None, dtype=np.float32):
         super().__init__()
         self.in_features = _size(in_features, "in_features", "Linear")
         self.out_features = _size(out_features, "out_features", "Linear")
@@ -71,8 +71,10 @@ class Linear(Module):
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Conv2d(Module):
@@ -82,8 +84,18 @@ class Conv2d(Module):
     fan_in = in_channels * kh * kw).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 *, generator=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        *,
+        generator=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         self.in_channels = _size(in_channels, "in_channels", "Conv2d", 1)
         self.out_channels = _size(out_channels, "out_channels", "Conv2d", 1)
@@ -110,8 +122,10 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
     def extra_repr(self):
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
         if self.bias is None:
@@ -229,8 +243,9 @@ class Sequential(Module):
     def _key(self, index):
         n = len(self._modules)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"Sequential indices must be integers or slices, got "
-                            f"{type(index).__name__}")
+            raise TypeError(
+                f"Sequential indices must be integers or slices, got {type(index).__name__}"
+            )
         if not -n <= index < n:
             raise IndexError(f"Sequential index {index} is out of range for length {n}")
         return list(self._modules)[index % n]

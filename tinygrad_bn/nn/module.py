@@ -6,6 +6,7 @@ statistics) and sub-Modules in three ordered dicts, filled by plain attribute as
 attribute, so reading ``self.weight`` in ``forward`` is a plain attribute lookup: the
 training loop pays nothing for the bookkeeping.
 """
+
 from collections import namedtuple
 
 import numpy as np
@@ -18,6 +19,7 @@ class Parameter(Tensor):
 
     ``Parameter(t)`` shares ``t``'s memory when ``t`` is a Tensor or float ndarray.
     """
+
     __slots__ = ()
 
     def __init__(self, data=None, requires_grad=True, dtype=None):
@@ -43,7 +45,7 @@ class Module:
     """Base class of every layer: ``__call__`` runs ``forward``; parameters, buffers and
     sub-modules are registered by assigning them as attributes."""
 
-    training = True   # class default, so a subclass that forgets super().__init__ still reads
+    training = True  # class default, so a subclass that forgets super().__init__ still reads
 
     def __init__(self):
         d = self.__dict__
@@ -62,8 +64,10 @@ class Module:
     def _registries(self):
         d = self.__dict__
         if "_parameters" not in d:
-            raise AttributeError(f"cannot assign parameters, buffers or modules before "
-                                 f"Module.__init__() call (in {type(self).__name__})")
+            raise AttributeError(
+                f"cannot assign parameters, buffers or modules before "
+                f"Module.__init__() call (in {type(self).__name__})"
+            )
         return d["_parameters"], d["_buffers"], d["_modules"]
 
     def __setattr__(self, name, value):
@@ -80,18 +84,24 @@ class Module:
             modules[name] = value
         elif name in d.get("_parameters", ()):
             if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} as parameter {name!r} "
-                                f"(nn.Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} "
+                    f"(nn.Parameter or None expected)"
+                )
             d["_parameters"][name] = None
         elif name in d.get("_modules", ()):
             if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} as child module "
-                                f"{name!r} (nn.Module or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as child module "
+                    f"{name!r} (nn.Module or None expected)"
+                )
             d["_modules"][name] = None
         elif name in d.get("_buffers", ()):
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign {type(value).__name__} as buffer {name!r} "
-                                f"(Tensor or None expected)")
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as buffer {name!r} "
+                    f"(Tensor or None expected)"
+                )
             d["_buffers"][name] = value
         object.__setattr__(self, name, value)
 
@@ -110,8 +120,10 @@ class Module:
         self._registries()
         self._check_new_name("parameter", name)
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign {type(param).__name__} as parameter {name!r} "
-                            f"(nn.Parameter or None expected)")
+            raise TypeError(
+                f"cannot assign {type(param).__name__} as parameter {name!r} "
+                f"(nn.Parameter or None expected)"
+            )
         if param is None:
             self._buffers.pop(name, None)
             self._modules.pop(name, None)
@@ -123,8 +135,10 @@ class Module:
         params, buffers, modules = self._registries()
         self._check_new_name("buffer", name)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign {type(tensor).__name__} as buffer {name!r} "
-                            f"(Tensor or None expected)")
+            raise TypeError(
+                f"cannot assign {type(tensor).__name__} as buffer {name!r} "
+                f"(Tensor or None expected)"
+            )
         if isinstance(tensor, Parameter):
             raise TypeError(f"buffer {name!r} must be a plain Tensor, not a Parameter")
         params.pop(name, None)
@@ -225,7 +239,7 @@ class Module:
         fn(self)
         return self
 
-    _fixed_dtype_buffers = ()   # buffers that keep their dtype in float()/double(), e.g. counters
+    _fixed_dtype_buffers = ()  # buffers that keep their dtype in float()/double(), e.g. counters
 
     def _cast(self, dtype):
         """Convert every parameter and buffer to `dtype` in place (same objects, new .data)."""
@@ -297,15 +311,19 @@ class Module:
             raw = state_dict[key]
             value = np.asarray(raw.data if isinstance(raw, Tensor) else raw)
             if value.dtype.kind not in "biuf":
-                raise TypeError(f"load_state_dict: {key!r} must be numeric, got dtype "
-                                f"{value.dtype}")
+                raise TypeError(
+                    f"load_state_dict: {key!r} must be numeric, got dtype {value.dtype}"
+                )
             if value.shape != target.shape:
-                errors.append(f"size mismatch for {key!r}: expected shape {target.shape} "
-                              f"(this model), got {value.shape} (state_dict)")
+                errors.append(
+                    f"size mismatch for {key!r}: expected shape {target.shape} "
+                    f"(this model), got {value.shape} (state_dict)"
+                )
             values[key] = value
         if errors:
-            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                             + "; ".join(errors))
+            raise ValueError(
+                f"Error(s) in loading state_dict for {type(self).__name__}: " + "; ".join(errors)
+            )
         for key, value in values.items():
             np.copyto(own[key].data, value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)

@@ -1,4 +1,5 @@
 """BatchNorm utilities for inference: folding into the layer before, exact population stats."""
+
 import copy
 
 import numpy as np
@@ -62,7 +63,7 @@ def fold_batchnorm(model):
             with no_grad():
                 _fold_pair(layer, bn)
             setattr(seq, name, Identity())
-    return folded.eval()   # the new Identity layers too
+    return folded.eval()  # the new Identity layers too
 
 
 def _first(batch):
@@ -81,14 +82,14 @@ def recompute_batchnorm_stats(model, batches):
     Raises TypeError if `model` is not a Module, ValueError if `batches` is empty.
     """
     if not isinstance(model, Module):
-        raise TypeError(f"recompute_batchnorm_stats: expected a Module, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"recompute_batchnorm_stats: expected a Module, got {type(model).__name__}")
     batches = iter(batches)
     try:
         first = next(batches)
     except StopIteration:
-        raise ValueError("recompute_batchnorm_stats: `batches` is empty; at least one "
-                         "batch is needed") from None
+        raise ValueError(
+            "recompute_batchnorm_stats: `batches` is empty; at least one batch is needed"
+        ) from None
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     modes = [(m, m.training) for m in model.modules()]
     momenta = [(bn, bn.momentum) for bn in bns]
