@@ -176,11 +176,20 @@ def test_bad_input_messages():
         F.batch_norm(tg.randn(1, 3, 1, 1), None, None, training=True)
     with pytest.raises(ValueError, match=r"expected 2D, 3D or 4D input \(got 5D input\)"):
         F.batch_norm(tg.randn(2, 2, 2, 2, 2), None, None, training=True)
-    with pytest.raises(ValueError, match=r"expected weight of shape \(3,\), got \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"batch_norm: expected weight of shape \(3,\) \(got \(4,\)\)"
+    ):
         F.batch_norm(x, None, None, weight=tg.ones(4), training=True)
-    with pytest.raises(ValueError, match=r"running_mean of shape \(3,\), got \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"batch_norm: expected running_mean of shape \(3,\) \(got \(2,\)\)"
+    ):
         F.batch_norm(x, tg.zeros(2), tg.ones(3), training=True)
-    with pytest.raises(ValueError, match="required when training=False"):
+    with pytest.raises(
+        ValueError, match="batch_norm: expected running_mean and running_var when training=False"
+    ):
         F.batch_norm(x, None, None, training=False)
     with pytest.raises(TypeError, match="Tensor"):
         F.batch_norm(np.ones((4, 3)), None, None, training=True)
+    for eps in (0, -1e-5, float("nan")):  # the F layer checks eps itself, not the kernels
+        with pytest.raises(ValueError, match=r"batch_norm: expected eps to be a number > 0"):
+            F.batch_norm(x, None, None, training=True, eps=eps)

@@ -214,10 +214,15 @@ def test_error_messages():
         nn.BatchNorm1d(3)(tg.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"BatchNorm2d: expected 4D input \(got 2D input\)"):
         nn.BatchNorm2d(3)(tg.zeros(2, 3))
-    with pytest.raises(ValueError, match=r"expected 3 channels .* got input of shape \(2, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm1d: expected 3 channels .* \(got input of shape \(2, 4\)\)"
+    ):
         nn.BatchNorm1d(3)(tg.zeros(2, 4))
     bn = nn.BatchNorm1d(3)
-    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected more than 1 value per channel when training \(got input size \(1, 3\)\)",
+    ):
         bn(tg.zeros(1, 3))
     assert bn.num_batches_tracked.item() == 0  # a refused batch is not counted
     assert bn.eval()(tg.zeros(1, 3)).shape == (1, 3)  # fine in eval
@@ -227,8 +232,12 @@ def test_error_messages():
         nn.BatchNorm1d(0)
     with pytest.raises(ValueError, match="momentum"):
         nn.BatchNorm1d(2, momentum=1.5)
-    with pytest.raises(ValueError, match="eps"):
-        nn.BatchNorm1d(2, eps=-1)
+    for eps in (-1, 0, 0.0, float("nan"), "1e-5", True):  # refused at construction, not later
+        with pytest.raises(ValueError, match=r"BatchNorm1d: expected eps to be a number > 0"):
+            nn.BatchNorm1d(2, eps=eps)
+    for momentum in (-0.1, 1.5, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match=r"BatchNorm2d: expected momentum in \[0, 1\] or None"):
+            nn.BatchNorm2d(2, momentum=momentum)
 
 
 # ---------------------------------------------------------------- against PyTorch

@@ -30,14 +30,16 @@ def test_tolist_and_item():
 
 def test_numpy_scalars_and_arrays_on_either_side():
     t = tg.Tensor(np.array([1.0, 2.0], np.float32), requires_grad=True)
-    for out in (
-        np.float64(2.0) * t,
-        t * np.float64(2.0),
-        np.array([2.0, 2.0]) * t,
-        t * np.array([2.0, 2.0]),
-        np.array([0.0, 0.0]) + t * 2,
+    # a NumPy scalar is a scalar (the tensor's dtype); a float64 array promotes, as in PyTorch
+    for out, dtype in (
+        (np.float64(2.0) * t, np.float32),
+        (t * np.float64(2.0), np.float32),
+        (np.array([2.0, 2.0]) * t, np.float64),
+        (t * np.array([2.0, 2.0]), np.float64),
+        (np.array([0.0, 0.0]) + t * 2, np.float64),
+        (np.array([0.0, 0.0], np.float32) + t * 2, np.float32),
     ):
-        assert isinstance(out, tg.Tensor) and out.dtype == np.float32
+        assert isinstance(out, tg.Tensor) and out.dtype == dtype
         np.testing.assert_array_equal(out.numpy(), [2.0, 4.0])
     (np.array([1.0, 3.0]) - t).sum().backward()
     np.testing.assert_array_equal(t.grad.numpy(), [-1.0, -1.0])

@@ -141,7 +141,7 @@ def test_setattr_registration_rules():
     assert "gain" not in dict(net.named_parameters())
     del net.fc
     assert "fc" not in net._modules and not hasattr(net, "fc")
-    with pytest.raises(ValueError, match="contain"):
+    with pytest.raises(ValueError, match='expected a non-empty name without "."'):
         net.register_buffer("a.b", tg.zeros(1))
     with pytest.raises(ValueError, match="already exists"):
         net.register_parameter("note", None)
@@ -266,9 +266,9 @@ def test_sequential_container():
     assert seq.append(layers[2]) is seq and len(seq) == 3 and seq[2] is layers[2]
     sub = seq[1:]
     assert isinstance(sub, nn.Sequential) and list(sub) == layers[1:]
-    with pytest.raises(IndexError, match="out of range"):
+    with pytest.raises(IndexError, match=r"Sequential: expected an index in \[-3, 2\] \(got 3\)"):
         seq[3]
-    with pytest.raises(TypeError, match="integers or slices"):
+    with pytest.raises(TypeError, match="expected an integer or slice index"):
         seq["0"]
     seq[0] = nn.Identity()
     assert isinstance(seq[0], nn.Identity)
@@ -489,7 +489,10 @@ def test_layer_argument_errors():
         nn.Conv2d(1, 2, 3, stride=(1, 2, 3))
     with pytest.raises(TypeError, match="float32 or float64"):
         nn.Linear(2, 2, dtype=np.int32)
-    with pytest.raises(ValueError, match=r"has 5 features, weight \(2, 3\) expects 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"linear: expected input's last dim to equal weight's in_features 3 \(got 5\)",
+    ):
         nn.Linear(3, 2)(tg.zeros(4, 5))
     with pytest.raises(ValueError, match="channels"):
         nn.Conv2d(3, 2, 1)(tg.zeros(1, 2, 4, 4))

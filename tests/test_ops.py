@@ -54,8 +54,9 @@ def test_binary_with_python_scalars_on_either_side(name, a, s):
 
 def test_numpy_operands_and_dtype_promotion():
     x = tg.Tensor(np.ones((2, 2), np.float32))
-    assert (x + np.ones(2)).dtype == np.float32  # a plain array takes the tensor's dtype
-    assert (np.ones(2) + x).dtype == np.float32
+    assert (x + np.ones(2)).dtype == np.float64  # an array promotes as in NumPy and PyTorch
+    assert (np.ones(2) + x).dtype == np.float64
+    assert (x + np.ones(2, np.float32)).dtype == np.float32
     assert isinstance(np.ones(2) * x, tg.Tensor)
     y = tg.Tensor(np.ones((2, 2), np.float64))
     assert (x + y).dtype == np.float64  # two tensors promote like NumPy

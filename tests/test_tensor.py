@@ -1,5 +1,7 @@
 """The engine: constructors, properties, backward, accumulation, no_grad, detach."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -31,7 +33,7 @@ def test_properties_and_repr():
     assert x.T.shape == (3, 2) and x.numel() == 6 and x.is_leaf
     assert x.tolist() == [[0, 1, 2], [3, 4, 5]]
     r = repr(x * 2)
-    assert r.startswith("Tensor([[") and "dtype=float64" in r and "grad_fn=Mul" in r
+    assert r.startswith("Tensor([[") and "dtype=float64" in r and "grad_fn=<MulBackward>" in r
     assert "requires_grad=True" in repr(x)
     with pytest.raises(ValueError, match="one element"):
         x.item()
@@ -57,11 +59,13 @@ def test_backward_errors():
     x = tg.Tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="scalar outputs"):
         (x * 2).backward()
-    with pytest.raises(RuntimeError, match="does not require grad"):
+    with pytest.raises(RuntimeError, match="expected a tensor that requires grad"):
         tg.Tensor([1.0]).sum().backward()
-    with pytest.raises(ValueError, match="grad shape"):
+    with pytest.raises(
+        ValueError, match=r"backward: expected grad of the tensor.s shape \(2,\) \(got \(3,\)\)"
+    ):
         (x * 2).backward(np.ones(3))
-    with pytest.raises(RuntimeError, match="leaf"):
+    with pytest.raises(RuntimeError, match="expected a leaf tensor"):
         (x * 2).requires_grad_()
 
 
@@ -184,3 +188,245 @@ def test_numpy_interop_basics():
     assert np.shares_memory(t.numpy(), a)
     assert np.asarray(t) is t.numpy()
     assert np.asarray(t, dtype=np.float32).dtype == np.float32
+
+
+# ---------------------------------------------------------------- grad mode: per thread, per entry
+
+
+def test_no_grad_decorating_a_recursive_function_restores_grad_mode():
+    @tg.no_grad()
+    def depth(n):
+        assert not tg.is_grad_enabled()
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    assert depth(5) == 5
+    assert tg.is_grad_enabled()  # the instance once kept only the innermost `previous`
+
+    @tg.no_grad  # bare, as PyTorch allows
+    def bare(t):
+        return t * 2
+
+    assert not bare(tg.Tensor([1.0], requires_grad=True)).requires_grad
+    assert tg.is_grad_enabled()
+
+
+def test_one_grad_mode_instance_nested_in_itself():
+    off, on = tg.no_grad(), tg.enable_grad()
+    with off:
+        with on:
+            with off:
+                assert not tg.is_grad_enabled()
+            assert tg.is_grad_enabled()
+            with on:
+                assert tg.is_grad_enabled()
+            assert tg.is_grad_enabled()
+        assert not tg.is_grad_enabled()
+    assert tg.is_grad_enabled()
+    with pytest.raises(KeyError):  # an exception inside still restores the mode
+        with off:
+            raise KeyError
+    assert tg.is_grad_enabled()
+
+
+def test_grad_mode_is_per_thread():
+    import threading
+
+    shared = tg.no_grad()  # one instance, entered by two threads whose modes differ
+    main_inside, worker_inside, main_left = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def worker():
+        with tg.no_grad():  # this thread enters `shared` with grad already off
+            main_inside.wait()
+            with shared:
+                worker_inside.set()
+                main_left.wait()
+            seen["worker_inner_exit"] = tg.is_grad_enabled()
+        seen["worker_after"] = tg.is_grad_enabled()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    with shared:
+        main_inside.set()
+        worker_inside.wait()  # both threads are inside `shared` now
+        x = tg.Tensor([1.0], requires_grad=True)
+        seen["main_inside"] = (x * 2).requires_grad
+    seen["main_after"] = tg.is_grad_enabled()  # not the worker's saved mode
+    main_left.set()
+    t.join()
+
+    def other():
+        seen["fresh_thread"] = tg.is_grad_enabled()
+
+    with tg.no_grad():  # a new thread starts with grad on, whatever this thread does
+        u = threading.Thread(target=other)
+        u.start()
+        u.join()
+    assert seen == {
+        "main_inside": False,
+        "main_after": True,
+        "worker_inner_exit": False,
+        "worker_after": True,
+        "fresh_thread": True,
+    }
+
+
+# ---------------------------------------------------------------- dtype promotion (PyTorch's rules)
+
+f32, f64 = np.float32, np.float64
+PROMOTION = [  # (left operand, right operand, expected dtype)
+    ("t32", "t64", f64),  # two tensors promote
+    ("t32", "t64_0d", f32),  # a 0-d tensor defers to a dimensioned one ...
+    ("t32_0d", "t64_0d", f64),  # ... but not to another 0-d one
+    ("t32", "a64", f64),  # a float64 array promotes, as NumPy does (issue 12)
+    ("t32", "a64_0d", f64),
+    ("t32", "a32", f32),
+    ("t32", "a_int64", f64),  # NumPy: int64 with float32 -> float64
+    ("t32", "a_bool", f32),
+    ("t32", "py_float", f32),  # Python and NumPy scalars keep the tensor's dtype
+    ("t32", "py_int", f32),
+    ("t32", "np_float64", f32),
+    ("t64", "py_float", f64),
+]
+
+
+def _operand(name, lib):
+    values = {
+        "t32": lambda: tg.Tensor(np.ones(3, f32)),
+        "t64": lambda: tg.Tensor(np.ones(3, f64)),
+        "t32_0d": lambda: tg.Tensor(np.float32(2.0)),
+        "t64_0d": lambda: tg.Tensor(np.float64(2.0)),
+        "a64": lambda: np.full(3, 2.0),
+        "a64_0d": lambda: np.array(2.0),
+        "a32": lambda: np.full(3, 2.0, f32),
+        "a_int64": lambda: np.full(3, 2),
+        "a_bool": lambda: np.ones(3, bool),
+        "py_float": lambda: 2.0,
+        "py_int": lambda: 2,
+        "np_float64": lambda: np.float64(2.0),
+    }[name]()
+    if lib == "torch" and isinstance(values, tg.Tensor):
+        import torch
+
+        return torch.from_numpy(values.numpy().copy())
+    return values
+
+
+@pytest.mark.parametrize("left, right, want", PROMOTION)
+def test_binary_op_dtype_promotion(left, right, want):
+    for a, b in ((left, right), (right, left)):
+        if a.startswith(("a", "py", "np")) and b.startswith(("a", "py", "np")):
+            continue
+        out = _operand(a, "tg") * _operand(b, "tg")
+        assert isinstance(out, tg.Tensor) and out.dtype == want, (a, b, out.dtype)
+    try:
+        import torch
+    except ImportError:
+        return
+    # torch itself, for the order it supports (ndarray * torch.Tensor is NumPy's business)
+    with warnings.catch_warnings():  # torch hands Tensor * ndarray to NumPy, which warns
+        warnings.simplefilter("ignore", DeprecationWarning)
+        got = (_operand(left, "torch") * _operand(right, "torch")).dtype
+    assert got == getattr(torch, np.dtype(want).name), (left, right, got)
+
+
+def test_promotion_reaches_matmul_cat_and_linear():
+    import tinygrad_bn.functional as F
+
+    x32 = tg.Tensor(np.ones((2, 3), f32), requires_grad=True)
+    x64 = tg.Tensor(np.ones((3, 2), f64))
+    assert (x32 @ x64).dtype == f64 and (x32 @ np.ones((3, 2))).dtype == f64
+    assert (np.ones((4, 2)) @ x32).dtype == f64
+    assert tg.cat([x32, tg.Tensor(np.ones((1, 3), f64))]).dtype == f64
+    y = F.linear(x32, tg.Tensor(np.ones((4, 3), f64)))
+    assert y.dtype == f64
+    y.sum().backward()
+    assert x32.grad.dtype == f32  # the gradient comes back in the leaf's own dtype
+
+
+# ---------------------------------------------------------------- engine edge cases (issue 13)
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def test_pow_zero_has_zero_gradient_at_zero():
+    x = tg.Tensor([0.0, 1.5, -2.0], dtype=np.float64, requires_grad=True)
+    (x**0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 0.0])  # was nan at x == 0
+    y = tg.Tensor([0.0, 2.0], dtype=np.float64, requires_grad=True)
+    ((y**0) * y).sum().backward()  # a nan used to spread upstream through the product
+    np.testing.assert_array_equal(y.grad.numpy(), [1.0, 1.0])
+    torch = _torch_or_none()
+    if torch is not None:
+        tx = torch.tensor([0.0, 1.5, -2.0], dtype=torch.float64, requires_grad=True)
+        (tx**0).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "var", "max"])
+@pytest.mark.parametrize("dim", [0, -1])
+def test_reductions_of_a_0d_tensor_over_dim_0_or_minus_1(op, dim):
+    x = tg.Tensor(np.float64(3.0), requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # var with one value: no degrees of freedom
+        out = getattr(x, op)(dim=dim)
+        keep = getattr(x, op)(dim=dim, keepdim=True)
+    assert out.shape == () and keep.shape == ()
+    torch = _torch_or_none()
+    want = {"sum": 3.0, "mean": 3.0, "max": 3.0, "var": np.nan}[op]
+    if torch is not None:
+        t = torch.tensor(3.0, dtype=torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = getattr(t, op)(dim=dim)
+        want = (r.values if op == "max" else r).item()
+    np.testing.assert_array_equal(out.numpy(), want)
+    if op != "var":
+        out.backward()
+        assert x.grad.item() == 1.0
+    with pytest.raises(ValueError, match=r"dim: expected a dim in \[-1, 0\] \(got 1"):
+        getattr(x, op)(dim=1)
+
+
+def test_mean_over_an_empty_axis_is_nan():
+    x = tg.Tensor(np.zeros((0, 3)))
+    assert np.isnan(x.mean(axis=0).numpy()).all() and x.mean(axis=0).shape == (3,)
+    assert np.isnan(x.mean().item())
+    assert x.mean(axis=1).shape == (0,)
+    torch = _torch_or_none()
+    if torch is not None:
+        np.testing.assert_array_equal(x.mean(axis=0).numpy(), torch.zeros(0, 3).mean(0).numpy())
+
+
+@pytest.mark.parametrize(
+    "data, correction",
+    [([1.0], 1), ([1.0, 2.0], 2), ([1.0, 1.0], 2), ([1.0, 2.0, 4.0], 5), ([], 1), ([], 0)],
+)
+def test_var_without_degrees_of_freedom_is_nan_or_inf(data, correction):
+    x = tg.Tensor(np.array(data, dtype=np.float64))
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        got = x.var(correction=correction).item()
+    total = float(np.sum((np.array(data) - np.mean(data)) ** 2)) if data else 0.0
+    want = np.nan if total == 0 else np.inf  # the sum of squares over zero degrees of freedom
+    torch = _torch_or_none()
+    if torch is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = torch.tensor(data, dtype=torch.float64).var(correction=correction).item()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(  # with degrees of freedom left, the usual N - correction
+        tg.Tensor(np.array([1.0, 2.0, 4.0])).var(correction=2).item(), np.var([1, 2, 4]) * 3
+    )
+
+
+def test_max_over_an_empty_axis_is_refused_but_empty_results_are_fine():
+    x = tg.Tensor(np.zeros((0, 3)))
+    assert x.max(axis=1).shape == (0,)
+    with pytest.raises(ValueError, match="max: expected to reduce non-empty dims"):
+        x.max(axis=0)

@@ -6,8 +6,7 @@ from tinygrad_bn import nn, optim
 """
 
 from . import kernels
-from .tensor import Tensor, enable_grad, is_grad_enabled, manual_seed, no_grad
-from .ops import cat
+from .tensor import Tensor, cat, enable_grad, is_grad_enabled, manual_seed, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from . import functional, nn, optim, data
 from .checkpoint import CheckpointError, load, save

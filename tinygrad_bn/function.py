@@ -11,8 +11,9 @@ from .tensor import Tensor, is_grad_enabled
 
 
 class Function:
-    # parents: the input Tensors; needs_input_grad: which of them require a gradient
-    __slots__ = ("parents", "needs_input_grad", "__dict__")
+    """An op's node in the graph: ``parents`` are the input Tensors (set only when the graph
+    is recorded), ``needs_input_grad`` says which of them require a gradient, and
+    ``forward`` keeps on ``self`` whatever else ``backward`` needs."""
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError

@@ -1,15 +1,71 @@
 """Stateless ops, as in ``torch.nn.functional``: ``import tinygrad_bn.functional as F``."""
 
+import numbers
+
 import numpy as np
 
 from . import ops
-from .tensor import FLOAT_DTYPES, Tensor, get_rng
+from .tensor import FLOAT_DTYPES, Tensor, _promote, get_rng
+
+# ---------------------------------------------------------------- argument checks
+# The user-facing checks of F and nn, each written once; the ops behind them assume valid input.
 
 
 def _tensor(x, name, op):
     if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected {name} to be a Tensor, got {type(x).__name__}")
+        raise TypeError(f"{op}: expected {name} to be a Tensor (got {type(x).__name__})")
     return x
+
+
+def _integer(value, name, op, minimum=0):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{op}: expected {name} to be an integer >= {minimum} (got {value!r})")
+    return int(value)
+
+
+def _pair(value, name, op, minimum):
+    """(a, b) from an int or a pair of ints, each >= minimum."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{op}: expected {name} to be an int or a pair of ints (got {value!r})")
+    return tuple(_integer(v, name, op, minimum) for v in pair)
+
+
+def _probability(p, op):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: expected a probability p between 0 and 1 (got {p!r})")
+    return float(p)
+
+
+def _positive(value, name, op):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{op}: expected {name} to be a number > 0 (got {value!r})")
+    return float(value)
+
+
+def _reduction(reduction, op):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: expected reduction 'mean', 'sum' or 'none' (got {reduction!r})")
+    return reduction
+
+
+def _window(op, x, kernel_size, stride, padding):
+    """Check that the window fits the (N, C, H, W) input: the output is at least 1 x 1."""
+    h, w = x.shape[2:]
+    oh = (h + 2 * padding[0] - kernel_size[0]) // stride[0] + 1
+    ow = (w + 2 * padding[1] - kernel_size[1]) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{op}: expected a window {kernel_size} (stride {stride}, padding {padding}) that "
+            f"fits the input size {(h, w)} (got output size {(oh, ow)})"
+        )
+
+
+def _dims(x, ndims, op, layout=""):
+    if x.ndim not in ndims:
+        names = [f"{d}D" for d in ndims]
+        want = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ValueError(f"{op}: expected {want} input{layout} (got {x.ndim}D input)")
 
 
 # ---------------------------------------------------------------- activations
@@ -44,15 +100,17 @@ def _labels(target, n, num_classes, op):
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     if t.dtype.kind == "f":
         if not np.all(np.mod(t, 1) == 0):
-            raise TypeError(f"{op}: target must hold integer class indices, got non-integer floats")
+            raise TypeError(
+                f"{op}: expected target to hold integer class indices (got non-integer floats)"
+            )
     elif t.dtype.kind not in "iu":
-        raise TypeError(f"{op}: target must be integer class indices, got dtype {t.dtype}")
+        raise TypeError(f"{op}: expected target of integer class indices (got dtype {t.dtype})")
     if t.shape != (n,):
-        raise ValueError(f"{op}: expected target of shape ({n},), got {t.shape}")
+        raise ValueError(f"{op}: expected target of shape ({n},) (got {t.shape})")
     t = t.astype(np.int64)
     if t.size and (t.min() < 0 or t.max() >= num_classes):
         raise ValueError(
-            f"{op}: target values must lie in [0, {num_classes}), got [{t.min()}, {t.max()}]"
+            f"{op}: expected target values in [0, {num_classes}) (got [{t.min()}, {t.max()}])"
         )
     return t
 
@@ -60,13 +118,8 @@ def _labels(target, n, num_classes, op):
 def nll_loss(log_probs, target, reduction="mean"):
     """Negative log-likelihood of integer targets under (N, C) log-probabilities."""
     _tensor(log_probs, "input", "nll_loss")
-    if log_probs.ndim != 2:
-        raise ValueError(
-            f"nll_loss: expected 2D input (N, C), got {log_probs.ndim}D input "
-            f"of shape {log_probs.shape}"
-        )
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _dims(log_probs, (2,), "nll_loss", " (N, C)")
+    _reduction(reduction, "nll_loss")
     t = _labels(target, log_probs.shape[0], log_probs.shape[1], "nll_loss")
     return ops.NLLLoss.apply(log_probs, target=t, reduction=reduction)
 
@@ -74,15 +127,14 @@ def nll_loss(log_probs, target, reduction="mean"):
 def cross_entropy(logits, target, reduction="mean"):
     """Softmax cross-entropy of (N, C) logits against (N,) integer class indices."""
     _tensor(logits, "input", "cross_entropy")
-    if logits.ndim != 2:
-        raise ValueError(
-            f"cross_entropy: expected 2D input (N, C), got {logits.ndim}D input "
-            f"of shape {logits.shape}"
-        )
+    _dims(logits, (2,), "cross_entropy", " (N, C)")
     return nll_loss(logits.log_softmax(1), target, reduction)
 
 
 def mse_loss(input, target, reduction="mean"):
+    """Mean (or sum, or none) of (input - target)^2, elementwise."""
+    _tensor(input, "input", "mse_loss")
+    _reduction(reduction, "mse_loss")
     diff = input - target
     sq = diff * diff
     return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq
@@ -97,36 +149,20 @@ def linear(x, weight, bias=None):
     _tensor(weight, "weight", "linear")
     if x.ndim < 1 or weight.ndim != 2:
         raise ValueError(
-            f"linear: expected input (*, in) and 2D weight (out, in), got "
-            f"{x.shape} and {weight.shape}"
+            f"linear: expected input (*, in_features) and 2D weight (out_features, in_features) "
+            f"(got {x.shape} and {weight.shape})"
         )
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
-    args = (x, weight) if bias is None else (x, weight, bias)
-    if len({t.dtype for t in args}) > 1:
-        args = tuple(t.astype(np.float64) for t in args)
-    return ops.Linear.apply(*args)
-
-
-def _conv_check(x, weight, bias):
-    _tensor(x, "input", "conv2d")
-    _tensor(weight, "weight", "conv2d")
-    if x.ndim != 4:
+    if x.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"conv2d: expected 4D input (N, C, H, W), got {x.ndim}D input of shape {x.shape}"
+            f"linear: expected input's last dim to equal weight's in_features {weight.shape[1]} "
+            f"(got {x.shape[-1]})"
         )
-    if weight.ndim != 4:
-        raise ValueError(f"conv2d: expected 4D weight (O, C, KH, KW), got shape {weight.shape}")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"conv2d: input has {x.shape[1]} channels but weight {weight.shape} "
-            f"expects {weight.shape[1]}"
-        )
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"conv2d: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
-    for name, t in (("input", x), ("weight", weight)):
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"conv2d: {name} must be float32 or float64, got {t.dtype}")
+    if bias is None:
+        return ops.Affine.apply(*_promote(x, weight))
+    _tensor(bias, "bias", "linear")
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: expected bias of shape ({weight.shape[0]},) (got {bias.shape})")
+    return ops.Affine.apply(*_promote(x, weight, bias))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -135,24 +171,44 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     Only dilation=1 and groups=1 are supported; anything else raises NotImplementedError.
     """
     if dilation not in (1, (1, 1)) or groups != 1:
-        raise NotImplementedError("conv2d: only dilation=1 and groups=1 are supported")
-    _conv_check(x, weight, bias)
-    dtypes = {x.dtype, weight.dtype} | ({bias.dtype} if bias is not None else set())
-    if len(dtypes) > 1:
-        x, weight = x.astype(np.float64), weight.astype(np.float64)
-        bias = bias.astype(np.float64) if bias is not None else None
-    args = (x, weight) if bias is None else (x, weight, bias)
-    return ops.Conv2d.apply(*args, stride=stride, padding=padding)
+        raise NotImplementedError(
+            f"conv2d: expected dilation=1 and groups=1, the only ones supported "
+            f"(got dilation={dilation!r}, groups={groups!r})"
+        )
+    _tensor(x, "input", "conv2d")
+    _tensor(weight, "weight", "conv2d")
+    _dims(x, (4,), "conv2d", " (N, C, H, W)")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: expected 4D weight (O, C, KH, KW) (got shape {weight.shape})")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"conv2d: expected input with {weight.shape[1]} channels, as weight {weight.shape} "
+            f"(got {x.shape[1]} channels)"
+        )
+    stride = _pair(stride, "stride", "conv2d", 1)
+    padding = _pair(padding, "padding", "conv2d", 0)
+    _window("conv2d", x, weight.shape[2:], stride, padding)
+    if bias is None:
+        return ops.Convolution.apply(*_promote(x, weight), stride=stride, padding=padding)
+    _tensor(bias, "bias", "conv2d")
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"conv2d: expected bias of shape ({weight.shape[0]},) (got {bias.shape})")
+    return ops.Convolution.apply(*_promote(x, weight, bias), stride=stride, padding=padding)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size."""
     _tensor(x, "input", "max_pool2d")
-    if x.ndim != 4:
+    _dims(x, (4,), "max_pool2d", " (N, C, H, W)")
+    k = _pair(kernel_size, "kernel_size", "max_pool2d", 1)
+    stride = k if stride is None else _pair(stride, "stride", "max_pool2d", 1)
+    padding = _pair(padding, "padding", "max_pool2d", 0)
+    if padding[0] > k[0] // 2 or padding[1] > k[1] // 2:
         raise ValueError(
-            f"max_pool2d: expected 4D input (N, C, H, W), got {x.ndim}D input of shape {x.shape}"
+            f"max_pool2d: expected padding at most half the kernel size {k} (got {padding})"
         )
-    return ops.MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+    _window("max_pool2d", x, k, stride, padding)
+    return ops.MaxPool2DWithIndices.apply(x, kernel_size=k, stride=stride, padding=padding)
 
 
 def dropout(x, p=0.5, training=True, generator=None):
@@ -162,8 +218,7 @@ def dropout(x, p=0.5, training=True, generator=None):
     (see tinygrad_bn.manual_seed).
     """
     _tensor(x, "input", "dropout")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: probability has to be between 0 and 1, got {p}")
+    p = _probability(p, "dropout")
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -183,32 +238,30 @@ def batch_norm(
     variance m/(m-1) var_B (Algorithm 2):  r <- (1 - momentum) r + momentum * stat.
     In eval (training=False) the running estimates normalize x and nothing changes.
 
-    Raises ValueError for wrong ndim or channel count, or for one value per channel in
-    training; TypeError for non-float inputs.
+    Raises ValueError for wrong ndim or channel count, for eps <= 0, or for one value per
+    channel in training; TypeError for non-Tensor input.
     """
     _tensor(x, "input", "batch_norm")
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"batch_norm: expected 2D, 3D or 4D input (got {x.ndim}D input)")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"batch_norm: input must be float32 or float64, got {x.dtype}")
+    _dims(x, (2, 3, 4), "batch_norm")
+    eps = _positive(eps, "eps", "batch_norm")
     c = x.shape[1]
     weight = _per_channel(weight, c, x.dtype, 1.0, "weight")
     bias = _per_channel(bias, c, x.dtype, 0.0, "bias")
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is not None and r.shape != (c,):
-            raise ValueError(f"batch_norm: expected {name} of shape ({c},), got {r.shape}")
+            raise ValueError(f"batch_norm: expected {name} of shape ({c},) (got {r.shape})")
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError(
-                "batch_norm: running_mean and running_var are required when training=False"
+                "batch_norm: expected running_mean and running_var when training=False (got None)"
             )
         return ops.BatchNormEval.apply(
             x, weight, bias, _const(running_mean, x.dtype), _const(running_var, x.dtype), eps=eps
         )
-    m = x.data.size // c if c else 0
-    if m <= 1:
+    if c and x.data.size // c <= 1:
         raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.shape}"
+            f"batch_norm: expected more than 1 value per channel when training "
+            f"(got input size {x.shape})"
         )
     return ops.BatchNormTrain.apply(
         x,
@@ -216,16 +269,17 @@ def batch_norm(
         bias,
         eps=eps,
         momentum=momentum,
-        running_mean=_buffer(running_mean, x.dtype, "running_mean"),
-        running_var=_buffer(running_var, x.dtype, "running_var"),
+        running_mean=_buffer(running_mean, "running_mean"),
+        running_var=_buffer(running_var, "running_var"),
     )
 
 
 def _per_channel(t, c, dtype, fill, name):
     if t is None:
         return Tensor(np.full(c, fill, dtype=dtype))
+    _tensor(t, name, "batch_norm")
     if t.shape != (c,):
-        raise ValueError(f"batch_norm: expected {name} of shape ({c},), got {t.shape}")
+        raise ValueError(f"batch_norm: expected {name} of shape ({c},) (got {t.shape})")
     return t if t.dtype == dtype else t.astype(dtype)
 
 
@@ -234,11 +288,11 @@ def _const(t, dtype):
     return Tensor(data.astype(dtype, copy=False))
 
 
-def _buffer(t, dtype, name):
+def _buffer(t, name):
     """The ndarray a running estimate is updated in (in place), or None."""
     if t is None:
         return None
     data = t.data if isinstance(t, Tensor) else t
     if not isinstance(data, np.ndarray) or data.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"batch_norm: {name} must be a float Tensor or ndarray")
+        raise TypeError(f"batch_norm: expected {name} to be a float Tensor or ndarray (got {t!r})")
     return data

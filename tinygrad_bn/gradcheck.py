@@ -30,7 +30,7 @@ def _as_float64_leaves(inputs):
 def _output(fn, args, op):
     out = fn(*args)
     if not isinstance(out, Tensor):
-        raise TypeError(f"{op}: fn must return a Tensor, got {type(out).__name__}")
+        raise TypeError(f"{op}: expected fn to return a Tensor (got {type(out).__name__})")
     return out
 
 
@@ -41,7 +41,9 @@ def analytic_grads(fn, inputs, cotangent):
             t.grad = None
     out = _output(fn, inputs, "gradcheck")
     if not out.requires_grad:
-        raise RuntimeError("gradcheck: the output does not depend on any input that requires grad")
+        raise RuntimeError(
+            "gradcheck: expected an output that depends on an input requiring grad (got none)"
+        )
     out.backward(cotangent)
     return [
         t.grad.data if t.grad is not None else np.zeros_like(t.data)
@@ -82,7 +84,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     inputs = _as_float64_leaves(list(inputs))
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input has requires_grad=True")
+        raise ValueError("gradcheck: expected an input with requires_grad=True (got none)")
     with no_grad():
         out = _output(fn, inputs, "gradcheck")
     cotangent = np.random.default_rng(seed).standard_normal(out.shape)
@@ -91,7 +93,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     for pos, a, n in zip(checked, analytic, numerical):
         if a.shape != n.shape:
             raise GradcheckError(
-                f"gradcheck: input {pos}: gradient shape {a.shape} != input shape {n.shape}"
+                f"gradcheck: input {pos}: expected a gradient of the input's shape {n.shape} "
+                f"(got {a.shape})"
             )
         excess = np.abs(a - n) - (atol + rtol * np.abs(n))
         if excess.size and (np.max(excess) > 0 or not np.all(np.isfinite(a))):

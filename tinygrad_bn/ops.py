@@ -1,99 +1,76 @@
-"""The primitive ops. Each is a Function with forward directly above backward.
+"""The primitive ops, one class each, forward directly above backward: read it as a table.
 
-Composite ops (mean, var, softmax, sqrt, dropout, cross_entropy …) are built from these in
-``tensor.py`` / ``functional.py`` and need no backward of their own. The heavy ones
-(matmul, conv2d, max_pool2d, batch norm) call ``tinygrad_bn.kernels``.
+``forward`` gets NumPy arrays that the layer the user called (a Tensor method or a
+``functional`` function) has already checked and brought to one dtype, so the ops assume
+valid input. It saves on ``self`` what ``backward`` needs; ``backward`` returns one gradient
+per input, None where ``self.needs_input_grad`` says none is needed. Composite ops (mean,
+var, softmax, sqrt, dropout, cross_entropy ...) are built from these in ``tensor.py`` and
+``functional.py`` and need no backward of their own. The heavy ones (matmul, linear,
+conv2d, max_pool2d, batch norm) call ``tinygrad_bn.kernels``.
+
+A new op is one class here and one Tensor method (or ``functional`` function) that checks
+its arguments and calls ``Op.apply``.
 """
 
 import numpy as np
 
 from . import kernels
 from .function import Function, unbroadcast
-from .tensor import Tensor
 
 # ================================================================ elementwise binary
+# Inputs broadcast against each other; unbroadcast sums each gradient back to its input.
 
 
-class _Binary(Function):
-    """Broadcasting binary op: checks shapes once, undoes broadcasting in backward."""
-
-    name = "binary"
-
+class Add(Function):
     def forward(self, a, b):
-        if a.shape != b.shape:
-            try:
-                np.broadcast_shapes(a.shape, b.shape)
-            except ValueError:
-                raise ValueError(
-                    f"{self.name}: shapes {a.shape} and {b.shape} are not broadcastable"
-                ) from None
         self.a_shape, self.b_shape = a.shape, b.shape
-        return self.compute(a, b)
-
-    def grads(self, grad):
-        da, db = self.local_grads(grad)
-        return (
-            unbroadcast(da, self.a_shape) if da is not None else None,
-            unbroadcast(db, self.b_shape) if db is not None else None,
-        )
-
-
-class Add(_Binary):
-    name = "add"
-
-    def compute(self, a, b):
         return a + b
 
     def backward(self, grad):
-        return self.grads(grad)
+        need_a, need_b = self.needs_input_grad
+        return (
+            unbroadcast(grad, self.a_shape) if need_a else None,
+            unbroadcast(grad, self.b_shape) if need_b else None,
+        )
 
-    def local_grads(self, grad):
-        return grad, grad
 
-
-class Sub(_Binary):
-    name = "sub"
-
-    def compute(self, a, b):
+class Sub(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
         return a - b
 
     def backward(self, grad):
-        return self.grads(grad)
+        need_a, need_b = self.needs_input_grad
+        return (
+            unbroadcast(grad, self.a_shape) if need_a else None,
+            unbroadcast(-grad, self.b_shape) if need_b else None,
+        )
 
-    def local_grads(self, grad):
-        return grad, (-grad if self.needs_input_grad[1] else None)
 
-
-class Mul(_Binary):
-    name = "mul"
-
-    def compute(self, a, b):
+class Mul(Function):
+    def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
 
     def backward(self, grad):
-        return self.grads(grad)
-
-    def local_grads(self, grad):
         need_a, need_b = self.needs_input_grad
-        return (grad * self.b if need_a else None), (grad * self.a if need_b else None)
+        return (
+            unbroadcast(grad * self.b, self.a.shape) if need_a else None,
+            unbroadcast(grad * self.a, self.b.shape) if need_b else None,
+        )
 
 
-class Div(_Binary):
-    name = "div"
-
-    def compute(self, a, b):
+class Div(Function):
+    def forward(self, a, b):
         self.a, self.b = a, b
         return a / b
 
     def backward(self, grad):
-        return self.grads(grad)
-
-    def local_grads(self, grad):
         need_a, need_b = self.needs_input_grad
-        da = grad / self.b if need_a else None
-        db = -grad * self.a / (self.b * self.b) if need_b else None
-        return da, db
+        return (
+            unbroadcast(grad / self.b, self.a.shape) if need_a else None,
+            unbroadcast(-grad * self.a / (self.b * self.b), self.b.shape) if need_b else None,
+        )
 
 
 # ================================================================ elementwise unary
@@ -117,12 +94,16 @@ class Cast(Function):
 
 
 class Pow(Function):
+    """x ** p for a constant p."""
+
     def forward(self, x, exponent):
         self.x, self.exponent = x, exponent
         return np.power(x, x.dtype.type(exponent))
 
     def backward(self, grad):
         p = self.exponent
+        if p == 0:  # d/dx x**0 = 0 everywhere, also at x = 0 where p * x**(p-1) is 0 * inf
+            return (np.zeros_like(grad),)
         return (grad * (p * np.power(self.x, self.x.dtype.type(p - 1))),)
 
 
@@ -187,6 +168,7 @@ class Tanh(Function):
 
 
 # ================================================================ reductions
+# axis: a tuple of dims (possibly empty) or None for all dims.
 
 
 def _expand(grad, shape, axis, keepdims):
@@ -207,10 +189,9 @@ class Sum(Function):
 
 class Max(Function):
     def forward(self, x, axis, keepdims):
-        self.axis, self.keepdims = axis, keepdims
-        self.x = x
+        self.x, self.axis, self.keepdims = x, axis, keepdims
         self.out = np.max(x, axis=axis, keepdims=True)
-        return self.out if keepdims else np.max(x, axis=axis, keepdims=False)
+        return self.out if keepdims else np.squeeze(self.out, axis)
 
     def backward(self, grad):
         # ties share the gradient equally, so the result is a valid subgradient
@@ -225,12 +206,7 @@ class Max(Function):
 class Reshape(Function):
     def forward(self, x, shape):
         self.in_shape = x.shape
-        try:
-            return x.reshape(shape)
-        except ValueError:
-            raise ValueError(
-                f"reshape: cannot reshape {x.shape} ({x.size} elements) into {shape}"
-            ) from None
+        return x.reshape(shape)
 
     def backward(self, grad):
         return (grad.reshape(self.in_shape),)
@@ -253,12 +229,7 @@ def _is_basic_index(index):
 class GetItem(Function):
     def forward(self, x, index):
         self.shape, self.dtype, self.index = x.shape, x.dtype, index
-        try:
-            return x[index]
-        except IndexError as e:
-            raise IndexError(
-                f"index {index!r} is invalid for a tensor of shape {x.shape}: {e}"
-            ) from None
+        return x[index]
 
     def backward(self, grad):
         dx = np.zeros(self.shape, dtype=self.dtype)
@@ -279,34 +250,7 @@ class Cat(Function):
         return tuple(np.split(grad, self.splits, axis=self.axis))
 
 
-def cat(tensors, dim=0, *, axis=None):
-    """Concatenate tensors along an existing axis (torch.cat / numpy.concatenate)."""
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("cat: expected a non-empty sequence of tensors")
-    if not all(isinstance(t, Tensor) for t in tensors):
-        raise TypeError("cat: expected a sequence of Tensors")
-    axis = dim if axis is None else axis
-    ref = tensors[0]
-    if ref.ndim == 0:
-        raise ValueError("cat: zero-dimensional tensors cannot be concatenated")
-    ax = axis % ref.ndim if -ref.ndim <= axis < ref.ndim else None
-    if ax is None:
-        raise ValueError(f"cat: axis {axis} out of range for {ref.ndim} dims")
-    for i, t in enumerate(tensors):
-        if (
-            t.ndim != ref.ndim
-            or t.shape[:ax] + t.shape[ax + 1 :] != ref.shape[:ax] + ref.shape[ax + 1 :]
-        ):
-            raise ValueError(
-                f"cat: tensor {i} has shape {t.shape}, expected {ref.shape} except along axis {ax}"
-            )
-    if len({t.dtype for t in tensors}) > 1:
-        tensors = [t.astype(np.float64) for t in tensors]
-    return Cat.apply(*tensors, axis=ax)
-
-
-# ================================================================ matmul
+# ================================================================ matmul and linear
 
 
 def _batched_matmul(a, b):
@@ -328,87 +272,46 @@ def _matmul_into_layout(x, y, like):
 
 
 class MatMul(Function):
+    """a @ b for ndim >= 2; the dims before the last two broadcast."""
+
     def forward(self, a, b):
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(
-                f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[-1]} != {b.shape[-2]}"
-            )
-        try:
-            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-        except ValueError:
-            raise ValueError(
-                f"matmul: {a.shape} @ {b.shape}: batch dims are not broadcastable"
-            ) from None
         self.a, self.b = a, b
         return _batched_matmul(a, b)
 
     def backward(self, grad):
         need_a, need_b = self.needs_input_grad
-        da = db = None
         bt, at = np.swapaxes(self.b, -1, -2), np.swapaxes(self.a, -1, -2)  # views, no copy
-        if need_a:  # dA = dC @ B^T
-            da = unbroadcast(_matmul_into_layout(grad, bt, self.a), self.a.shape)
-        if need_b:  # dB = A^T @ dC
-            db = unbroadcast(_matmul_into_layout(at, grad, self.b), self.b.shape)
-        return da, db
+        return (
+            unbroadcast(_matmul_into_layout(grad, bt, self.a), self.a.shape) if need_a else None,
+            unbroadcast(_matmul_into_layout(at, grad, self.b), self.b.shape) if need_b else None,
+        )
 
 
-class Linear(Function):
+class Affine(Function):
     """y = x @ W^T + b over the last axis of x (*, in); W is (out, in) as in PyTorch.
 
-    Fused so a layer is one graph node and dW = dy^T @ x comes out in W's own layout.
+    F.linear's op, fused so a layer is one graph node and dW = dy^T @ x comes out in W's
+    own layout. The bias is optional: ``apply(x, weight)`` or ``apply(x, weight, bias)``.
     """
 
     def forward(self, x, weight, bias=None):
-        if x.shape[-1] != weight.shape[1]:
-            raise ValueError(
-                f"linear: input {x.shape} has {x.shape[-1]} features, weight "
-                f"{weight.shape} expects {weight.shape[1]}"
-            )
+        self.has_bias = bias is not None
         self.x2 = x.reshape(-1, x.shape[-1])
         self.x_shape, self.weight = x.shape, weight
         y = kernels.matmul(self.x2, weight.T)
-        if bias is not None:
+        if self.has_bias:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
+        need_x, need_w = self.needs_input_grad[:2]
         g2 = grad.reshape(-1, self.weight.shape[0])
-        dx = (
-            kernels.matmul(g2, self.weight).reshape(self.x_shape)
-            if self.needs_input_grad[0]
-            else None
-        )
-        dw = kernels.matmul(g2.T, self.x2) if self.needs_input_grad[1] else None
-        if len(self.needs_input_grad) == 2:
-            return dx, dw
-        return dx, dw, g2.sum(axis=0)
+        dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) if need_x else None
+        dw = kernels.matmul(g2.T, self.x2) if need_w else None
+        return (dx, dw, g2.sum(axis=0)) if self.has_bias else (dx, dw)
 
 
-def matmul(a, b):
-    """a @ b with NumPy's rules: 1-D operands are promoted to matrices and squeezed after."""
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(
-            f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}"
-        )
-    if a.dtype != b.dtype:
-        a, b = a.astype(np.float64), b.astype(np.float64)
-    vec_a, vec_b = a.ndim == 1, b.ndim == 1
-    if vec_a:
-        a = a.reshape(1, -1)
-    if vec_b:
-        b = b.reshape(-1, 1)
-    out = MatMul.apply(a, b)
-    if vec_a and vec_b:
-        return out.reshape(())
-    if vec_a:
-        return out.reshape(*out.shape[:-2], out.shape[-1])
-    if vec_b:
-        return out.reshape(*out.shape[:-1])
-    return out
-
-
-# ================================================================ neural-net primitives
+# ================================================================ losses
 
 
 class LogSoftmax(Function):
@@ -424,31 +327,40 @@ class LogSoftmax(Function):
 
 
 class NLLLoss(Function):
-    """Mean (or sum, or none) of -log_probs[i, target[i]] over the batch."""
+    """Mean (or sum, or none) of -log_probs[i, target[i]] over the batch; the mean of an
+    empty batch is nan, as in PyTorch."""
 
     def forward(self, log_probs, target, reduction):
         self.shape, self.target, self.reduction = log_probs.shape, target, reduction
         picked = -log_probs[np.arange(len(target)), target]
         if reduction == "none":
             return picked
-        total = picked.sum()
-        return total / max(len(target), 1) if reduction == "mean" else total
+        total, n = picked.sum(), len(target)
+        if reduction == "sum":
+            return total
+        return total / n if n else total * np.nan
 
     def backward(self, grad):
         n = len(self.target)
         dx = np.zeros(self.shape, dtype=grad.dtype)
         scale = grad if self.reduction == "none" else np.broadcast_to(grad, (n,))
         if self.reduction == "mean":
-            scale = scale / max(n, 1)
+            scale = scale / n
         dx[np.arange(n), self.target] = -scale
         return (dx,)
 
 
-class Conv2d(Function):
+# ================================================================ convolution and pooling
+
+
+class Convolution(Function):
+    """F.conv2d's op: cross-correlation of (N, C, H, W) with (O, C, KH, KW), optional bias."""
+
     def forward(self, x, weight, bias=None, *, stride, padding):
+        self.has_bias = bias is not None
         self.x, self.weight, self.stride, self.padding = x, weight, stride, padding
         out = kernels.conv2d_forward(x, weight, stride, padding)
-        if bias is not None:
+        if self.has_bias:
             out += bias.reshape(1, -1, 1, 1)
         return out
 
@@ -456,12 +368,12 @@ class Conv2d(Function):
         dx, dw = kernels.conv2d_backward(
             self.x, self.weight, np.ascontiguousarray(grad), self.stride, self.padding
         )
-        if len(self.needs_input_grad) == 3:
-            return dx, dw, grad.sum(axis=(0, 2, 3))
-        return dx, dw
+        return (dx, dw, grad.sum(axis=(0, 2, 3))) if self.has_bias else (dx, dw)
 
 
-class MaxPool2d(Function):
+class MaxPool2DWithIndices(Function):
+    """F.max_pool2d's op; keeps the argmax of each window for backward."""
+
     def forward(self, x, kernel_size, stride, padding):
         self.in_shape = x.shape
         out, self.argmax = kernels.max_pool2d_forward(x, kernel_size, stride, padding)
@@ -471,6 +383,9 @@ class MaxPool2d(Function):
         return (
             kernels.max_pool2d_backward(np.ascontiguousarray(grad), self.argmax, self.in_shape),
         )
+
+
+# ================================================================ batch normalization
 
 
 def _channels_last_dim(x):

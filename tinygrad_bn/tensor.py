@@ -8,39 +8,59 @@ reverse order, summing the gradients of a node that is used several times.
 
 import contextlib
 import threading
+import warnings
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_state = threading.local()
+
+
+class _GradState(threading.local):
+    """Grad mode per OS thread, as in PyTorch, and the modes the open blocks will restore."""
+
+    def __init__(self):
+        self.enabled = True
+        self.saved = []  # one entry per no_grad/enable_grad block entered, innermost last
+
+
+_grad = _GradState()
 
 
 def is_grad_enabled():
     """False inside ``no_grad()``: ops then record no graph."""
-    return getattr(_state, "grad_enabled", True)
+    return _grad.enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
-    def __init__(self, enabled):
-        self.enabled = enabled
+    """Set grad mode inside a block. The previous mode goes on the thread's stack, not on the
+    instance, so one instance can be nested in itself, decorate a recursive function, or be
+    used by several threads at once."""
+
+    enabled = True
+
+    def __new__(cls, orig_func=None):
+        self = super().__new__(cls)
+        return self if orig_func is None else self(orig_func)  # bare @no_grad, as PyTorch
 
     def __enter__(self):
-        self.previous = is_grad_enabled()
-        _state.grad_enabled = self.enabled
+        _grad.saved.append(_grad.enabled)
+        _grad.enabled = self.enabled
 
     def __exit__(self, *exc):
-        _state.grad_enabled = self.previous
+        _grad.enabled = _grad.saved.pop()
         return False
 
 
-def no_grad():
+class no_grad(_GradMode):
     """Context manager (or decorator) under which no graph is recorded."""
-    return _GradMode(False)
+
+    enabled = False
 
 
-def enable_grad():
+class enable_grad(_GradMode):
     """Context manager (or decorator) that turns graph recording back on."""
-    return _GradMode(True)
+
+    enabled = True
 
 
 # The default random generator for factories, init and dropout; see manual_seed().
@@ -70,14 +90,14 @@ def _to_array(data, dtype):
     if dtype is not None:
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Tensor: dtype must be float32 or float64, got {dtype}")
+            raise TypeError(f"Tensor: expected dtype float32 or float64 (got {dtype})")
         return np.asarray(data, dtype=dtype)
     arr = np.asarray(data)
     if arr.dtype in FLOAT_DTYPES and isinstance(data, (np.ndarray, np.generic)):
         return arr  # NumPy float data keeps its dtype; Python numbers and lists are float32
     if arr.dtype.kind in "biuf":
         return arr.astype(np.float32)
-    raise TypeError(f"Tensor: expected numbers (bool, int or float), got dtype {arr.dtype}")
+    raise TypeError(f"Tensor: expected numbers (bool, int or float) (got dtype {arr.dtype})")
 
 
 class Tensor:
@@ -93,8 +113,6 @@ class Tensor:
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.data = _to_array(data, dtype)
-        if requires_grad and self.data.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Tensor: only float tensors can require grad, got {self.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
@@ -161,7 +179,7 @@ class Tensor:
 
     def __len__(self):
         if self.ndim == 0:
-            raise TypeError("len() of a 0-d tensor")
+            raise TypeError("len: expected a tensor with at least 1 dim (got a 0-d tensor)")
         return self.shape[0]
 
     def numpy(self):
@@ -175,7 +193,7 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item: expected a tensor with one element, got shape {self.shape}")
+            raise ValueError(f"item: expected a tensor with one element (got shape {self.shape})")
         return self.data.item()
 
     def tolist(self):
@@ -187,18 +205,16 @@ class Tensor:
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._ctx is not None:
-            raise RuntimeError("requires_grad_: only leaf tensors can be set to require grad")
+            raise RuntimeError("requires_grad_: expected a leaf tensor (got an op's output)")
         self.requires_grad = bool(requires_grad)
         return self
 
     def astype(self, dtype):
         """Cast to float32 or float64, differentiably."""
-        from .ops import Cast
-
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"astype: expected float32 or float64, got {dtype}")
-        return self if dtype == self.dtype else Cast.apply(self, dtype=dtype)
+            raise TypeError(f"astype: expected float32 or float64 (got {dtype})")
+        return self if dtype == self.dtype else _ops.Cast.apply(self, dtype=dtype)
 
     def float(self):
         return self.astype(np.float32)
@@ -213,7 +229,7 @@ class Tensor:
         body = np.array2string(self.data, separator=", ", prefix="Tensor(", threshold=200)
         extra = ", requires_grad=True" if self.requires_grad else ""
         if self._ctx is not None:
-            extra += f", grad_fn={type(self._ctx).__name__}"
+            extra += f", grad_fn=<{type(self._ctx).__name__}Backward>"
         return f"Tensor({body}, dtype={self.dtype}{extra})"
 
     # ------------------------------------------------------------ autodiff
@@ -224,21 +240,22 @@ class Tensor:
         """
         if not self.requires_grad:
             raise RuntimeError(
-                "backward: this tensor does not require grad and has no graph "
-                "(was it computed under no_grad, or from tensors without "
-                "requires_grad=True?)"
+                "backward: expected a tensor that requires grad (got one with no graph: was it "
+                "computed under no_grad, or from tensors without requires_grad=True?)"
             )
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
-                    f"backward: grad can be implicitly created only for scalar "
-                    f"outputs, got shape {self.shape}; pass grad="
+                    f"backward: grad can be implicitly created only for scalar outputs: "
+                    f"expected grad= for a tensor of shape {self.shape}"
                 )
             grad = np.ones_like(self.data)
         else:
             grad = np.array(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
-                raise ValueError(f"backward: grad shape {grad.shape} != tensor shape {self.shape}")
+                raise ValueError(
+                    f"backward: expected grad of the tensor's shape {self.shape} (got {grad.shape})"
+                )
         grads = {self: grad}
         claimed = set()  # arrays already adopted as some leaf's .grad in this pass
         for node in reversed(_topological_order(self)):
@@ -272,28 +289,28 @@ class Tensor:
 
     # ------------------------------------------------------------ arithmetic
     def __add__(self, other):
-        return _ops.Add.apply(*_pair(self, other))
+        return _ops.Add.apply(*_broadcasted("add", self, other))
 
     def __radd__(self, other):
-        return _ops.Add.apply(*_pair(other, self))
+        return _ops.Add.apply(*_broadcasted("add", other, self))
 
     def __sub__(self, other):
-        return _ops.Sub.apply(*_pair(self, other))
+        return _ops.Sub.apply(*_broadcasted("sub", self, other))
 
     def __rsub__(self, other):
-        return _ops.Sub.apply(*_pair(other, self))
+        return _ops.Sub.apply(*_broadcasted("sub", other, self))
 
     def __mul__(self, other):
-        return _ops.Mul.apply(*_pair(self, other))
+        return _ops.Mul.apply(*_broadcasted("mul", self, other))
 
     def __rmul__(self, other):
-        return _ops.Mul.apply(*_pair(other, self))
+        return _ops.Mul.apply(*_broadcasted("mul", other, self))
 
     def __truediv__(self, other):
-        return _ops.Div.apply(*_pair(self, other))
+        return _ops.Div.apply(*_broadcasted("div", self, other))
 
     def __rtruediv__(self, other):
-        return _ops.Div.apply(*_pair(other, self))
+        return _ops.Div.apply(*_broadcasted("div", other, self))
 
     def __neg__(self):
         return _ops.Neg.apply(self)
@@ -302,12 +319,13 @@ class Tensor:
         return self.matmul(other)
 
     def __rmatmul__(self, other):
-        return _as_tensor(other, self.dtype).matmul(self)
+        t, other = _with_operand("matmul", self, other)
+        return other.matmul(t)
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not np.isscalar(exponent):
             raise TypeError(
-                f"pow: the exponent must be a Python/NumPy scalar, got {type(exponent).__name__}"
+                f"pow: expected a Python or NumPy scalar exponent (got {type(exponent).__name__})"
             )
         return _ops.Pow.apply(self, exponent=float(exponent))
 
@@ -336,7 +354,35 @@ class Tensor:
         return _ops.Tanh.apply(self)
 
     def matmul(self, other):
-        return _ops.matmul(self, _as_tensor(other, self.dtype))
+        """self @ other with NumPy's rules: a 1-D operand becomes a matrix (a row on the
+        left, a column on the right) and that axis is dropped from the result; the dims
+        before the last two broadcast."""
+        if isinstance(other, Tensor):
+            a, b = _promote(self, other)
+        else:
+            a, b = _with_operand("matmul", self, other)
+        shapes = f"{a.shape} @ {b.shape}"
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: expected operands with at least 1 dim (got {shapes})")
+        vec_a, vec_b = a.ndim == 1, b.ndim == 1
+        if vec_a:
+            a = a.reshape(1, -1)
+        if vec_b:
+            b = b.reshape(-1, 1)
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: expected inner dims to match (got {shapes})")
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(f"matmul: expected batch dims that broadcast (got {shapes})") from None
+        out = _ops.MatMul.apply(a, b)
+        if vec_a and vec_b:
+            return out.reshape(())
+        if vec_a:
+            return out.reshape(*out.shape[:-2], out.shape[-1])
+        if vec_b:
+            return out.reshape(*out.shape[:-1])
+        return out
 
     # ------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -344,28 +390,44 @@ class Tensor:
         return _ops.Sum.apply(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Mean; over an empty axis it is nan, as in PyTorch (0 / 0)."""
         axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
         count = _count(self.shape, axis)
-        return _ops.Sum.apply(self, axis=axis, keepdims=keepdims) * (1.0 / max(count, 1))
+        total = _ops.Sum.apply(self, axis=axis, keepdims=keepdims)
+        return total * (1.0 / count if count else np.nan)
 
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
-        if self.data.size == 0:
-            raise ValueError(f"max: cannot reduce an empty tensor of shape {self.shape}")
+        if self.data.size == 0 and _count(self.shape, axis) == 0:
+            raise ValueError(f"max: expected to reduce non-empty dims (got shape {self.shape})")
         return _ops.Max.apply(self, axis=axis, keepdims=keepdims)
 
     def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1, ddof=None):
-        """Variance; like PyTorch, unbiased by default (correction=1); ddof is an alias."""
+        """Variance; like PyTorch, unbiased by default (correction=1); ddof is an alias.
+
+        Divides by max(N - correction, 0), as PyTorch: with no degrees of freedom left the
+        result is nan (a zero sum) or inf, and a RuntimeWarning says so.
+        """
         axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
         correction = correction if ddof is None else ddof
-        count = _count(self.shape, axis)
+        dof = max(_count(self.shape, axis) - correction, 0)
         centered = self - self.mean(axis=axis, keepdims=True)
         total = (centered * centered).sum(axis=axis, keepdims=keepdims)
-        return total * (1.0 / max(count - correction, 1))
+        if dof > 0:
+            return total * (1.0 / dof)
+        warnings.warn("var: degrees of freedom is <= 0 (result is nan or inf)", stacklevel=2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return total / 0.0
 
     # ------------------------------------------------------------ shape
     def reshape(self, *shape):
-        return _ops.Reshape.apply(self, shape=_shape_arg(shape))
+        shape = _shape_arg(shape)
+        if not _fits(self.data.size, shape):
+            raise ValueError(
+                f"reshape: expected a shape with {self.data.size} elements "
+                f"(got {shape} for a tensor of shape {self.shape})"
+            )
+        return _ops.Reshape.apply(self, shape=shape)
 
     def view(self, *shape):
         return self.reshape(*shape)
@@ -379,7 +441,9 @@ class Tensor:
     def permute(self, *dims):
         dims = _shape_arg(dims)
         if sorted(_axis(d, self.ndim) for d in dims) != list(range(self.ndim)):
-            raise ValueError(f"permute: expected a permutation of {self.ndim} dims, got {dims}")
+            raise ValueError(
+                f"permute: expected a permutation of the {self.ndim} dims (got {dims})"
+            )
         return _ops.Permute.apply(self, order=tuple(_axis(d, self.ndim) for d in dims))
 
     def transpose(self, dim0=-2, dim1=-1):
@@ -389,7 +453,14 @@ class Tensor:
         return self.permute(*order)
 
     def __getitem__(self, index):
-        return _ops.GetItem.apply(self, index=_index_arg(index))
+        index = _index_arg(index)
+        try:  # index a zero-stride stand-in: checks the index without touching the data
+            np.broadcast_to(np.empty((), np.bool_), self.shape)[index]
+        except IndexError as e:
+            raise IndexError(
+                f"index: expected an index valid for shape {self.shape} (got {index!r}: {e})"
+            ) from None
+        return _ops.GetItem.apply(self, index=index)
 
     # ------------------------------------------------------------ composites
     def softmax(self, axis=-1, *, dim=None):
@@ -399,23 +470,87 @@ class Tensor:
         return _ops.LogSoftmax.apply(self, axis=_axis(_pick(axis, dim), self.ndim))
 
 
+def cat(tensors, dim=0, *, axis=None):
+    """Concatenate tensors along an existing axis (torch.cat / numpy.concatenate)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty sequence of tensors (got an empty one)")
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat: expected a sequence of Tensors (got a {type(t).__name__})")
+    axis = dim if axis is None else axis
+    ref = tensors[0]
+    if ref.ndim == 0:
+        raise ValueError("cat: expected tensors with at least 1 dim (got a 0-d tensor)")
+    ax = _axis(axis, ref.ndim)
+    rest = ref.shape[:ax] + ref.shape[ax + 1 :]
+    for i, t in enumerate(tensors):
+        if t.ndim != ref.ndim or t.shape[:ax] + t.shape[ax + 1 :] != rest:
+            raise ValueError(
+                f"cat: expected shapes equal to {ref.shape} except along axis {ax} "
+                f"(got {t.shape} for tensor {i})"
+            )
+    return _ops.Cat.apply(*_promote(*tensors), axis=ax)
+
+
 # -------------------------------------------------------------------- helpers
 
 
-def _as_tensor(x, dtype):
-    """A Tensor for x: itself if it is one, else a constant of the given dtype."""
-    if isinstance(x, Tensor):
-        return x
-    return Tensor(np.asarray(x, dtype=dtype))
+def _promote(*tensors):
+    """The tensors cast to one dtype, PyTorch's rule for tensors: float64 wins, but 0-d
+    tensors count only when every tensor is 0-d (x32 * Tensor(2.0, float64) stays float32).
+    The one place dtypes are promoted: binary ops, matmul, cat, linear and conv2d use it."""
+    first = tensors[0].data.dtype
+    if all(t.data.dtype == first for t in tensors):
+        return tensors
+    sized = [t.dtype for t in tensors if t.ndim] or [t.dtype for t in tensors]
+    dtype = np.result_type(*sized)
+    return tuple(t.astype(dtype) for t in tensors)
 
 
-def _pair(a, b):
-    """Both operands as Tensors, promoted to one dtype (float64 wins, as in NumPy)."""
-    like = a if isinstance(a, Tensor) else b
-    a, b = _as_tensor(a, like.dtype), _as_tensor(b, like.dtype)
-    if a.dtype != b.dtype:
-        a, b = a.astype(np.float64), b.astype(np.float64)
+def _broadcasted(op, a, b):
+    """(a, b), one of them a Tensor, as Tensors of one dtype whose shapes broadcast.
+
+    The other operand's dtype counts as in PyTorch: a Python or NumPy scalar (or a list)
+    takes the tensor's dtype, so ``2 * x`` stays float32; an ndarray promotes as NumPy does
+    (float32 tensor + float64 array -> float64); a Tensor as in ``_promote``.
+    """
+    if not isinstance(b, Tensor):
+        a, b = _with_operand(op, a, b)
+    elif not isinstance(a, Tensor):
+        b, a = _with_operand(op, b, a)
+    elif a.data.dtype != b.data.dtype:
+        a, b = _promote(a, b)
+    if a.data.shape != b.data.shape:
+        try:
+            np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise ValueError(
+                f"{op}: expected shapes that broadcast (got {a.shape} and {b.shape})"
+            ) from None
     return a, b
+
+
+def _with_operand(op, t, x):
+    """(t, x) for Tensor t and a non-Tensor operand x, as Tensors of one dtype."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{op}: expected a Tensor, array or number (got {type(x).__name__})")
+    if isinstance(x, np.ndarray):
+        dtype = np.promote_types(arr.dtype, t.dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: expected a float32 or float64 result (got {dtype})")
+        t = t.astype(dtype)
+    return t, Tensor._from_op(arr.astype(t.dtype, copy=False), None)
+
+
+def _fits(size, shape):
+    """Whether `size` elements fill `shape`, in which one -1 stands for the rest."""
+    known = [s for s in shape if s != -1]
+    if len(shape) - len(known) > 1 or any(s < 0 for s in known):
+        return False
+    n = int(np.prod(known, dtype=np.int64))
+    return n == size if len(known) == len(shape) else n > 0 and size % n == 0
 
 
 def _shape_arg(shape):
@@ -426,9 +561,9 @@ def _shape_arg(shape):
 
 
 def _axis(a, ndim):
-    n = max(ndim, 1)
+    n = max(ndim, 1)  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
     if not -n <= a < n:
-        raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dims")
+        raise ValueError(f"dim: expected a dim in [{-n}, {n - 1}] (got {a} for {ndim} dims)")
     return a % n
 
 
@@ -437,16 +572,19 @@ def _pick(axis, dim):
 
 
 def _reduce_args(t, axis, dim, keepdims, keepdim):
-    """Normalise NumPy's (axis, keepdims) and PyTorch's (dim, keepdim) to (tuple|None, bool)."""
+    """Normalise NumPy's (axis, keepdims) and PyTorch's (dim, keepdim) to (tuple|None, bool).
+
+    A 0-d tensor reduced over dim 0 or -1 reduces nothing (axes ()), as in PyTorch.
+    """
     if axis is not None and dim is not None:
-        raise TypeError("pass either axis= or dim=, not both")
+        raise TypeError("reduce: expected axis= or dim=, not both (got both)")
     axis = _pick(axis, dim)
     keepdims = bool(keepdims if keepdim is None else keepdim)
     if axis is None:
         return None, keepdims
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     axes = tuple(sorted({_axis(int(a), t.ndim) for a in axes}))
-    return axes, keepdims
+    return (axes if t.ndim else ()), keepdims
 
 
 def _count(shape, axis):

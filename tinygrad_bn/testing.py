@@ -105,11 +105,11 @@ def assert_matches_numpy(op, ref, *arrays_, rtol=None, atol=None):
     out = op(*[Tensor(a) for a in arrays_])
     want = np.asarray(ref(*arrays_))
     if not isinstance(out, Tensor):
-        raise AssertionError(f"op returned {type(out).__name__}, expected a Tensor")
+        raise AssertionError(f"op: expected a Tensor result (got {type(out).__name__})")
     if out.shape != want.shape:
-        raise AssertionError(f"shape {out.shape} != reference shape {want.shape}")
+        raise AssertionError(f"op: expected the reference shape {want.shape} (got {out.shape})")
     if want.dtype.kind == "f" and out.dtype != want.dtype:
-        raise AssertionError(f"dtype {out.dtype} != reference dtype {want.dtype}")
+        raise AssertionError(f"op: expected the reference dtype {want.dtype} (got {out.dtype})")
     tol = tolerance(out.dtype)
     np.testing.assert_allclose(
         out.numpy(),

@@ -5,9 +5,10 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from ..functional import _integer, _positive
 from ..tensor import Tensor
 from . import init
-from .layers import _dtype, _size
+from .layers import _dtype
 from .module import Module, Parameter
 
 
@@ -30,8 +31,9 @@ class _BatchNorm(Module):
     ``num_batches_tracked``: a 0-d float64 Tensor holding an integer count (tinygrad_bn
     tensors are float only; float64 is exact up to 2**53 batches).
 
-    Raises ValueError for the wrong number of dims or channels, and for one value per
-    channel in training; TypeError for a non-Tensor input.
+    Raises ValueError for eps <= 0 or momentum outside [0, 1] at construction, for the wrong
+    number of dims or channels, and for one value per channel in training; TypeError for a
+    non-Tensor input.
     """
 
     _expected_dims = ()
@@ -50,14 +52,14 @@ class _BatchNorm(Module):
     ):
         super().__init__()
         name = type(self).__name__
-        self.num_features = _size(num_features, "num_features", name, 1)
-        if not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
+        self.num_features = _integer(num_features, "num_features", name, 1)
+        self.eps = _positive(eps, "eps", name)
         if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0
+            isinstance(momentum, bool)
+            or not isinstance(momentum, numbers.Real)
+            or not 0.0 <= momentum <= 1.0
         ):
-            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
-        self.eps = float(eps)
+            raise ValueError(f"{name}: expected momentum in [0, 1] or None (got {momentum!r})")
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
@@ -95,13 +97,13 @@ class _BatchNorm(Module):
     def _check_input(self, x):
         name = type(self).__name__
         if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name}: expected a Tensor (got {type(x).__name__})")
         if x.ndim not in self._expected_dims:
             raise ValueError(f"{name}: expected {self._dims_text} input (got {x.ndim}D input)")
         if x.shape[1] != self.num_features:
             raise ValueError(
-                f"{name}: expected {self.num_features} channels (num_features) "
-                f"at dim 1, got input of shape {x.shape}"
+                f"{name}: expected {self.num_features} channels (num_features) at dim 1 "
+                f"(got input of shape {x.shape})"
             )
 
     def forward(self, x):

@@ -14,7 +14,7 @@ from ..tensor import Tensor, get_rng
 
 def _target(tensor, op):
     if not isinstance(tensor, Tensor):
-        raise TypeError(f"{op}: expected a Tensor, got {type(tensor).__name__}")
+        raise TypeError(f"{op}: expected a Tensor (got {type(tensor).__name__})")
     return tensor
 
 
@@ -44,19 +44,19 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "leaky_relu":
         slope = 0.01 if param is None else param
         if isinstance(slope, bool) or not isinstance(slope, (int, float)):
-            raise ValueError(f"calculate_gain: negative_slope {slope!r} is not a number")
+            raise ValueError(f"calculate_gain: expected a number negative_slope (got {slope!r})")
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
+    raise ValueError(f"calculate_gain: expected a supported nonlinearity (got {nonlinearity!r})")
 
 
 def _fans(tensor, op):
     """(fan_in, fan_out): weight (out, in, *kernel) -> (in * k, out * k)."""
     if tensor.ndim < 2:
         raise ValueError(
-            f"{op}: fan in and fan out can not be computed for a tensor with "
-            f"fewer than 2 dimensions (got shape {tensor.shape})"
+            f"{op}: fan in and fan out can not be computed for a tensor with fewer than 2 "
+            f"dimensions: expected 2 or more (got shape {tensor.shape})"
         )
     receptive = int(np.prod(tensor.shape[2:], dtype=np.int64))
     return tensor.shape[1] * receptive, tensor.shape[0] * receptive
@@ -66,7 +66,7 @@ def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """Fill with U(a, b)."""
     _target(tensor, "uniform_")
     if not a <= b:
-        raise ValueError(f"uniform_: expected a <= b, got a={a}, b={b}")
+        raise ValueError(f"uniform_: expected a <= b (got a={a}, b={b})")
     return _fill(tensor, get_rng(generator).uniform(a, b, tensor.shape))
 
 
@@ -74,7 +74,7 @@ def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """Fill with N(mean, std^2)."""
     _target(tensor, "normal_")
     if not std >= 0:
-        raise ValueError(f"normal_: expected std >= 0, got {std}")
+        raise ValueError(f"normal_: expected std >= 0 (got {std})")
     return _fill(tensor, get_rng(generator).normal(mean, std, tensor.shape))
 
 
@@ -105,12 +105,12 @@ def xavier_normal_(tensor, gain=1.0, generator=None):
 
 def _kaiming_std(tensor, a, mode, nonlinearity, op):
     if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"{op}: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        raise ValueError(f"{op}: expected mode 'fan_in' or 'fan_out' (got {mode!r})")
     fan_in, fan_out = _fans(_target(tensor, op), op)
     fan = fan_in if mode == "fan_in" else fan_out
     if fan == 0:
         raise ValueError(
-            f"{op}: cannot initialize a tensor with zero elements (shape {tensor.shape})"
+            f"{op}: expected a tensor with elements (got zero elements, shape {tensor.shape})"
         )
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional import _integer, _pair, _probability
 from ..tensor import FLOAT_DTYPES, get_rng
 from . import init
 from .module import Module, Parameter
@@ -18,21 +19,8 @@ from .module import Module, Parameter
 def _dtype(dtype, layer):
     dt = np.dtype(dtype)
     if dt not in FLOAT_DTYPES:
-        raise TypeError(f"{layer}: dtype must be float32 or float64, got {dt}")
+        raise TypeError(f"{layer}: expected dtype float32 or float64 (got {dt})")
     return dt
-
-
-def _size(value, name, layer, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _pair(value, name, layer, minimum):
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2:
-        raise ValueError(f"{layer}: {name} must be an int or a pair, got {value!r}")
-    return tuple(_size(v, name, layer, minimum) for v in pair)
 
 
 def _fan_in_bias_(bias, fan_in, rng):
@@ -50,8 +38,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, *, generator=None, dtype=np.float32):
         super().__init__()
-        self.in_features = _size(in_features, "in_features", "Linear")
-        self.out_features = _size(out_features, "out_features", "Linear")
+        self.in_features = _integer(in_features, "in_features", "Linear")
+        self.out_features = _integer(out_features, "out_features", "Linear")
         dt = _dtype(dtype, "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dt))
         if bias:
@@ -97,8 +85,8 @@ class Conv2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
-        self.in_channels = _size(in_channels, "in_channels", "Conv2d", 1)
-        self.out_channels = _size(out_channels, "out_channels", "Conv2d", 1)
+        self.in_channels = _integer(in_channels, "in_channels", "Conv2d", 1)
+        self.out_channels = _integer(out_channels, "out_channels", "Conv2d", 1)
         self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d", 1)
         self.stride = _pair(stride, "stride", "Conv2d", 1)
         self.padding = _pair(padding, "padding", "Conv2d", 0)
@@ -162,9 +150,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, *, generator=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: probability has to be between 0 and 1, got {p!r}")
-        self.p = float(p)
+        self.p = _probability(p, "Dropout")
         self.generator = None if generator is None else get_rng(generator)
 
     def forward(self, x):
@@ -244,10 +230,10 @@ class Sequential(Module):
         n = len(self._modules)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(
-                f"Sequential indices must be integers or slices, got {type(index).__name__}"
+                f"Sequential: expected an integer or slice index (got {type(index).__name__})"
             )
         if not -n <= index < n:
-            raise IndexError(f"Sequential index {index} is out of range for length {n}")
+            raise IndexError(f"Sequential: expected an index in [{-n}, {n - 1}] (got {index})")
         return list(self._modules)[index % n]
 
     def __getitem__(self, index):

@@ -36,9 +36,9 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 def _check_name(kind, name):
     if not isinstance(name, str):
-        raise TypeError(f"{kind} name should be a str, got {type(name).__name__}")
+        raise TypeError(f"{kind} name: expected a str (got {type(name).__name__})")
     if not name or "." in name:
-        raise ValueError(f'{kind} name can\'t be empty or contain ".", got {name!r}')
+        raise ValueError(f'{kind} name: expected a non-empty name without "." (got {name!r})')
 
 
 class Module:
@@ -55,7 +55,7 @@ class Module:
         d["_modules"] = {}
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} has no forward()")
+        raise NotImplementedError(f"{type(self).__name__}: expected a forward() (got none)")
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -65,8 +65,8 @@ class Module:
         d = self.__dict__
         if "_parameters" not in d:
             raise AttributeError(
-                f"cannot assign parameters, buffers or modules before "
-                f"Module.__init__() call (in {type(self).__name__})"
+                f"{type(self).__name__}: cannot assign parameters, buffers or modules before "
+                f"Module.__init__() call: expected super().__init__() first"
             )
         return d["_parameters"], d["_buffers"], d["_modules"]
 
@@ -85,22 +85,21 @@ class Module:
         elif name in d.get("_parameters", ()):
             if value is not None:
                 raise TypeError(
-                    f"cannot assign {type(value).__name__} as parameter {name!r} "
-                    f"(nn.Parameter or None expected)"
+                    f"parameter {name!r}: expected nn.Parameter or None "
+                    f"(got {type(value).__name__})"
                 )
             d["_parameters"][name] = None
         elif name in d.get("_modules", ()):
             if value is not None:
                 raise TypeError(
-                    f"cannot assign {type(value).__name__} as child module "
-                    f"{name!r} (nn.Module or None expected)"
+                    f"child module {name!r}: expected nn.Module or None "
+                    f"(got {type(value).__name__})"
                 )
             d["_modules"][name] = None
         elif name in d.get("_buffers", ()):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(
-                    f"cannot assign {type(value).__name__} as buffer {name!r} "
-                    f"(Tensor or None expected)"
+                    f"buffer {name!r}: expected a Tensor or None (got {type(value).__name__})"
                 )
             d["_buffers"][name] = value
         object.__setattr__(self, name, value)
@@ -113,7 +112,9 @@ class Module:
     def _check_new_name(self, kind, name):
         _check_name(kind, name)
         if hasattr(self, name) and not any(name in r for r in self._registries()):
-            raise ValueError(f"attribute {name!r} already exists on {type(self).__name__}")
+            raise ValueError(
+                f"{type(self).__name__}: expected a new name (got {name!r}, which already exists)"
+            )
 
     def register_parameter(self, name, param):
         """Add a Parameter (or None, a declared but absent parameter) under `name`."""
@@ -121,8 +122,7 @@ class Module:
         self._check_new_name("parameter", name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(
-                f"cannot assign {type(param).__name__} as parameter {name!r} "
-                f"(nn.Parameter or None expected)"
+                f"parameter {name!r}: expected nn.Parameter or None (got {type(param).__name__})"
             )
         if param is None:
             self._buffers.pop(name, None)
@@ -136,11 +136,10 @@ class Module:
         self._check_new_name("buffer", name)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(
-                f"cannot assign {type(tensor).__name__} as buffer {name!r} "
-                f"(Tensor or None expected)"
+                f"buffer {name!r}: expected a Tensor or None (got {type(tensor).__name__})"
             )
         if isinstance(tensor, Parameter):
-            raise TypeError(f"buffer {name!r} must be a plain Tensor, not a Parameter")
+            raise TypeError(f"buffer {name!r}: expected a plain Tensor (got a Parameter)")
         params.pop(name, None)
         modules.pop(name, None)
         buffers[name] = tensor
@@ -151,7 +150,9 @@ class Module:
         self._registries()
         self._check_new_name("module", name)
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"{type(module).__name__} is not a Module subclass")
+            raise TypeError(
+                f"module {name!r}: expected nn.Module or None (got {type(module).__name__})"
+            )
         if module is None:
             self._parameters.pop(name, None)
             self._buffers.pop(name, None)
@@ -216,7 +217,7 @@ class Module:
     def train(self, mode=True):
         """Set training mode (``mode=True``) or evaluation mode on self and all descendants."""
         if not isinstance(mode, bool):
-            raise TypeError(f"train: mode should be a bool, got {type(mode).__name__}")
+            raise TypeError(f"train: expected mode to be a bool (got {type(mode).__name__})")
         for m in self.modules():
             m.__dict__["training"] = mode
         return self
@@ -295,7 +296,7 @@ class Module:
         for a value that is not numeric.
         """
         if not hasattr(state_dict, "items"):
-            raise TypeError(f"load_state_dict: expected a dict, got {type(state_dict).__name__}")
+            raise TypeError(f"load_state_dict: expected a dict (got {type(state_dict).__name__})")
         own = dict(self._state_items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -312,12 +313,12 @@ class Module:
             value = np.asarray(raw.data if isinstance(raw, Tensor) else raw)
             if value.dtype.kind not in "biuf":
                 raise TypeError(
-                    f"load_state_dict: {key!r} must be numeric, got dtype {value.dtype}"
+                    f"load_state_dict: expected {key!r} to be numeric (got dtype {value.dtype})"
                 )
             if value.shape != target.shape:
                 errors.append(
-                    f"size mismatch for {key!r}: expected shape {target.shape} "
-                    f"(this model), got {value.shape} (state_dict)"
+                    f"size mismatch for {key!r}: expected shape {target.shape} (this model) "
+                    f"(got {value.shape} in state_dict)"
                 )
             values[key] = value
         if errors:
