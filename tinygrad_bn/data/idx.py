@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 GZIP_MAGIC = b"\x1f\x8b"
 

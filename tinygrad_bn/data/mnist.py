@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 from .idx import GZIP_MAGIC, decompress, parse_idx
 
 # Tried in order; each must serve <mirror><name>.gz. Tests point this at a file:// directory.
