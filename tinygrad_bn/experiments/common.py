@@ -9,9 +9,6 @@ import numpy as np
 from .. import kernels
 from .._atomic import write_text
 from ..data import flatten, load_mnist, to_float
-from ..environment import environment
-
-__all__ = ["environment", "write_text"]  # re-exported: the experiments' one import
 
 
 def load_data(data_dir, download, conv):
