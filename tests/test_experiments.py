@@ -141,6 +141,32 @@ def test_fig1_rejects_bad_config(tmp_path, bad):
         fig1.run({**FIG1_SHORT, **bad}, str(tmp_path), download=False, log=_quiet)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"steps": True},
+        {"momentum": 1.0},
+        {"dropout": -0.1},
+        {"lr": float("inf")},
+        {"channels": []},
+        {"variants": "Baseline"},
+    ],
+)
+def test_claims_rejects_bad_config(tmp_path, bad):
+    with pytest.raises(ValueError, match=f"claims: {next(iter(bad))}: expected"):
+        claims.run({**CLAIMS_SHORT, **bad}, str(tmp_path), download=False, log=_quiet)
+    assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_one_environment_record_for_bench_and_experiments(fig1_run):
+    from tinygrad_bn import bench, environment
+
+    record = set(environment.environment(1))
+    assert set(fig1_run[0]["environment"]) == record
+    assert record <= set(bench.environment(1))
+    assert {"cores", "numpy_fallback", "compiler_flags", "cpu", "threads"} <= record
+
+
 # ---------------------------------------------------------------- models
 
 

@@ -171,3 +171,105 @@ def test_recompute_errors_leave_the_model_alone():
         recompute_batchnorm_stats(model, [np.zeros((2, 5)), np.zeros((2, 7))])
     assert not any(m.training for m in model.modules())
     assert model[1].momentum == 0.25
+
+
+# ---------------------------------------------------------------- what fold_batchnorm must not fold
+
+
+def _x(*shape, seed=0):
+    return tg.Tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def _same_outputs(folded, model, x):
+    np.testing.assert_allclose(folded(x).data, model.eval()(x).data, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_leaves_a_linear_used_twice_alone():
+    lin = nn.Linear(3, 3, generator=0)
+    model = nn.Sequential(lin, nn.BatchNorm1d(3), nn.Sigmoid(), lin)
+    _randomize_bn(model, 1)
+    with pytest.warns(UserWarning, match="used more than once"):
+        folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.BatchNorm1d)
+    _same_outputs(folded, model, _x(5, 3))
+
+
+def test_fold_leaves_shared_parameters_alone():
+    a, b = nn.Linear(3, 3, generator=0), nn.Linear(3, 3, generator=1)
+    b.weight = a.weight  # tied weights: folding into a would change b
+    model = nn.Sequential(a, nn.BatchNorm1d(3), nn.Sigmoid(), b)
+    _randomize_bn(model, 2)
+    with pytest.warns(UserWarning, match="shared"):
+        folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.BatchNorm1d)
+    _same_outputs(folded, model, _x(5, 3))
+
+
+def test_folded_linear_refuses_3d_input_where_batchnorm_normalized_another_dim():
+    # Linear on (N, L, F) then BatchNorm1d(F) with F == L: BN normalizes L, not the features
+    model = nn.Sequential(nn.Linear(4, 3, generator=0), nn.BatchNorm1d(3))
+    _randomize_bn(model, 3)
+    folded = fold_batchnorm(model)
+    _same_outputs(folded, model, _x(6, 4))  # (N, features): folded exactly
+    x3 = _x(6, 3, 4)
+    model.eval()(x3)  # the original runs on it ...
+    with pytest.raises(ValueError, match="expected 2D input.*got 3D input"):
+        folded(x3)  # ... the folded one refuses rather than compute something else
+
+
+def test_fold_refuses_invalid_statistics():
+    model = nn.Sequential(nn.Linear(3, 2, generator=0), nn.BatchNorm1d(2))
+    model[1].running_var.data[...] = [1.0, -1.0]  # negative: sqrt would make NaN weights
+    with pytest.warns(UserWarning, match="var \\+ eps <= 0"):
+        folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.BatchNorm1d) and np.isfinite(folded[0].weight.data).all()
+    model[1].running_var.data[...] = 1.0
+    model[1].running_mean.data[...] = [0.0, np.inf]
+    with pytest.warns(UserWarning, match="not finite"):
+        assert isinstance(fold_batchnorm(model)[1], nn.BatchNorm1d)
+
+
+def test_fold_leaves_overridden_forwards_alone():
+    class Reversed(nn.Sequential):
+        def forward(self, x):
+            for module in reversed(list(self)):
+                x = module(x)
+            return x
+
+    model = Reversed(nn.Linear(3, 3, generator=0), nn.BatchNorm1d(3))  # runs BN, then Linear
+    _randomize_bn(model, 4)
+    with pytest.warns(UserWarning, match="overrides Sequential.forward"):
+        folded = fold_batchnorm(model)
+    assert isinstance(folded[1], nn.BatchNorm1d)
+    _same_outputs(folded, model, _x(4, 3))
+
+    class Doubled(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = nn.Sequential(Doubled(3, 3, generator=0), nn.BatchNorm1d(3))
+    _randomize_bn(model, 4)
+    with pytest.warns(UserWarning, match="overrides Linear.forward"):
+        folded = fold_batchnorm(model)
+    _same_outputs(folded, model, _x(4, 3))
+
+
+def test_recompute_failing_midway_restores_the_statistics():
+    model = _bn_model()
+    _randomize_bn(model, 5)
+    model[1].num_batches_tracked.data[...] = 9
+    before = {k: v.data.copy() for k, v in model.state_dict().items()}
+    good = np.random.default_rng(0).standard_normal((6, 5))
+    with pytest.raises(ValueError, match="features"):  # two good batches, then a bad one
+        recompute_batchnorm_stats(model, [good, good, np.zeros((6, 7))])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.data, before[k], err_msg=k)
+
+    def interrupted():
+        yield good
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        recompute_batchnorm_stats(model, interrupted())
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.data, before[k], err_msg=k)

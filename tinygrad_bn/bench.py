@@ -18,13 +18,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from . import environment as _environment
 from . import kernels
 from ._argtypes import positive_int
 
@@ -289,35 +289,11 @@ def all_cases():
 # ---------------------------------------------------------------- environment
 
 
-def cpu_model():
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(threads):
-    info = kernels.info()
+    """The shared environment record, plus the thread settings of the other implementations."""
     torch = _torch()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
     return {
-        "cpu": cpu_model(),
-        "cores": cores,
-        "threads": threads,
-        "openmp": info["openmp"],
-        "compiler_flags": info["compiler_flags"],
-        "numpy_fallback": info["numpy_fallback"],
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__ if torch is not None else None,
+        **_environment.environment(threads),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         # with threadpoolctl installed the run limits NumPy's BLAS to `threads`; without
         # it, BLAS keeps what OPENBLAS_NUM_THREADS said at import (default: all cores)

@@ -5,13 +5,14 @@ uint32 dimensions, then the data in big-endian C order. Files may be gzipped.
 """
 
 import gzip
+import io
 import math
 import os
 import zlib
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -47,30 +48,98 @@ def read_idx(path):
     Raises IDXError (a ValueError) naming the file for a bad gzip stream (corrupt, failed CRC,
     truncated), a bad magic number, an unknown type code, or a data size that does not match the
     dimensions exactly (truncated or with trailing bytes); OSError if the file cannot be read.
+    Memory stays within a few hundred KB of the size the header declares, whatever the file
+    inflates to.
     """
     return parse_idx(read_decompressed(path), name=os.fspath(path))
 
 
-def read_decompressed(path):
-    """Return the content of ``path``, gunzipped when it starts with the gzip magic bytes.
+def read_decompressed(path, max_size=None):
+    """The bytes of the IDX file ``path``, gunzipped when it starts with the gzip magic bytes.
 
-    Raises IDXError naming the file when the gzip stream is corrupt or truncated.
+    Reads no further than the IDX header declares (and at most ``max_size`` bytes when given),
+    plus a little to report trailing bytes: a small file that inflates to gigabytes is refused
+    after reading what its header promised. Returns a bytearray for parse_idx.
+    Raises IDXError naming the file when the gzip stream is corrupt or truncated, or when the
+    declared size is more than ``max_size`` or than the compressed file can hold.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    return decompress(data, name=os.fspath(path))
+        return _read_bounded(f, os.fstat(f.fileno()).st_size, os.fspath(path), max_size)
 
 
-def decompress(data, name="<bytes>"):
-    """Gunzip ``data`` when it starts with the gzip magic bytes, else return it unchanged."""
-    if data[:2] != GZIP_MAGIC:
-        return data
+def decompress(data, name="<bytes>", max_size=None):
+    """read_decompressed for IDX content already in memory (``data``: bytes)."""
+    return _read_bounded(io.BytesIO(data), len(data), name, max_size)
+
+
+_CHUNK = 1 << 20
+# bytes past the declared size that are still read, to say how many there are
+_TRAILING_SHOWN = 1 << 16
+# no deflate stream inflates more than 1032-fold (its longest match per bit is bounded)
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _declared_size(prefix):
+    """Total bytes (header + data) the header in ``prefix`` declares; None if it declares none
+    (too short or malformed: parse_idx then says what is wrong)."""
+    if len(prefix) < 4 or prefix[:2] != b"\x00\x00" or prefix[2] not in IDX_TYPES:
+        return None
+    header = 4 + 4 * prefix[3]
+    if prefix[3] == 0 or len(prefix) < header:
+        return None
+    dims = np.frombuffer(bytes(prefix[4:header]), dtype=">u4")
+    return header + math.prod(int(d) for d in dims) * IDX_TYPES[prefix[2]].itemsize
+
+
+def _read_bounded(f, size, name, max_size):
+    """The IDX content of ``f`` (``size`` bytes, maybe gzipped), read as far as its header says."""
+    gzipped = f.read(2) == GZIP_MAGIC
+    f.seek(0)
+    if not gzipped:
+        return _read_stream(f, name, max_size)
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            return _read_stream(stream, name, max_size, gzip_size=size)
     except EOFError as e:
         raise IDXError(f"{name}: truncated gzip data ({e})") from None
     except (OSError, zlib.error) as e:  # BadGzipFile (bad header, CRC or length) is an OSError
         raise IDXError(f"{name}: corrupted gzip data ({e})") from None
+
+
+def _read_stream(stream, name, max_size, gzip_size=None):
+    out = bytearray(_read_at_most(stream, 4))
+    out += _read_at_most(stream, 4 * out[3] if len(out) == 4 else 0)
+    declared = _declared_size(out)
+    if declared is None:
+        return out
+    bounds = [(max_size, f"the {max_size} bytes expected")] if max_size is not None else []
+    if gzip_size is not None:
+        bounds.append((gzip_size * _MAX_DEFLATE_RATIO, f"a {gzip_size}-byte gzip file can hold"))
+    for bound, what in bounds:
+        if declared > bound:
+            raise IDXError(f"{name}: IDX header declares {declared} bytes: expected at most {what}")
+    # read the declared bytes and one past the trailing bytes shown; to the end when shorter,
+    # where gzip checks the CRC
+    want = declared + _TRAILING_SHOWN + 1
+    while len(out) < want:
+        chunk = stream.read(min(_CHUNK, want - len(out)))
+        if not chunk:
+            return out
+        out += chunk
+    raise IDXError(
+        f"{name}: more than {_TRAILING_SHOWN} unexpected trailing bytes after the "
+        f"{declared} bytes the IDX header declares"
+    )
+
+
+def _read_at_most(stream, n):
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def parse_idx(data, name="<bytes>"):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._atomic import atomic_write
+from .._atomic import atomic_write
 from .idx import GZIP_MAGIC, decompress, parse_idx
 
 # Tried in order; each must serve <mirror><name>.gz. Tests point this at a file:// directory.
@@ -41,6 +41,13 @@ SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 _KNOWN = {digest: name for name, digest in SHA256.items()}
+# Their sizes in bytes: what a download may inflate to, at most.
+SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
 
 
 class DatasetError(ValueError):
@@ -181,11 +188,12 @@ def _read_and_hash(path):
         raw = f.read()
         after = _stat_key(os.fstat(f.fileno()))
     data = decompress(raw, name=path)
+    if before != after:  # changed while read: a digest cached for `before` may not be of `data`
+        return data, hashlib.sha256(data).hexdigest()
     digest = _DIGEST_CACHE.get(before)
     if digest is None:
         digest = hashlib.sha256(data).hexdigest()
-        settled = time.time_ns() - max(before[3], before[4]) > _RACY_SECONDS * 1e9
-        if before == after and settled:
+        if time.time_ns() - max(before[3], before[4]) > _RACY_SECONDS * 1e9:
             _DIGEST_CACHE[before] = digest
     return data, digest
 
@@ -236,13 +244,16 @@ def _split(paths, arrays, images_name, labels_name):
 def _download(root, name, missing):
     """Fetch ``<name>.gz`` from the first mirror with the right content: (path, (data, digest))."""
     errors = []
+    limit = SIZES[name] + SIZES[name] // 1000 + 1024  # gzip's worst case adds ~0.03%
     for mirror in MIRRORS:
         url = mirror.rstrip("/") + "/" + name + ".gz"
         print(f"tinygrad_bn: downloading {url}", file=sys.stderr)
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-                raw = response.read()
-            data = decompress(raw, name=url)
+                raw = response.read(limit + 1)  # bounded: a mirror could send without end
+            if len(raw) > limit:
+                raise ValueError(f"expected at most {limit} bytes (got more)")
+            data = decompress(raw, name=url, max_size=SIZES[name])
         except (OSError, ValueError, http.client.HTTPException) as e:  # URLError is an OSError
             errors.append(f"  {url}: {e}")
             continue

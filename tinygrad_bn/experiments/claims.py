@@ -16,15 +16,11 @@ the best test accuracy reached.
 """
 
 import os
-import time
 
 import numpy as np
 
-from .. import functional as F
 from .. import optim
-from ..tensor import Tensor, manual_seed
-from . import common, models, plots, report
-from .runner import evaluate, train_run
+from . import common, models, plots, report, runner
 
 # name -> (batch norm, activation, learning-rate multiplier, dropout)
 VARIANTS = {
@@ -59,132 +55,72 @@ DEFAULTS = {
 # trainable with BN.
 
 
-def _loss(model, xb, yb):
-    return F.cross_entropy(model(Tensor(xb)), yb)
-
-
-def run(
-    config,
-    out_dir,
-    data_dir=None,
-    download=True,
-    resume=False,
-    progress=False,
-    threads=None,
-    stop_after=None,
-    log=print,
-):
-    """Train every variant for every seed; write results.json, claims.png and report.md."""
-    config = {**DEFAULTS, **config}
-    _validate(config)
-    threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
-        out_dir, data_dir, download, threads, conv=True, eval_samples=config["eval_samples"]
-    )
-    n_eval = len(y_eval)
-
+def _make_eval(config, x_eval, y_eval):
     def eval_fn(model):
         model.eval()
-        return {"test_acc": evaluate(model, x_eval, y_eval)}
+        return {"test_acc": runner.evaluate(model, x_eval, y_eval)}
 
-    runs, started = [], time.perf_counter()
-    for seed in range(config["seed"], config["seed"] + config["seeds"]):
-        for name in config["variants"]:
-            batch_norm, activation, mult, dropout = VARIANTS[name]
-            lr = config["lr"] * mult
-            p = config["dropout"] if dropout else 0.0
-            manual_seed(seed)
-            dropout_rng = np.random.default_rng([seed, 0xD0])
-            model = models.claims_convnet(
-                batch_norm,
-                activation,
-                p,
-                np.random.default_rng(seed),
-                dropout_rng,
-                channels=tuple(config["channels"]),
-            )
-            opt = optim.SGD(model.parameters(), lr=lr, momentum=config["momentum"])
-            fingerprint = {k: v for k, v in config.items() if k not in ("seeds", "variants")}
-            fingerprint.update(variant=name, run_seed=seed, n_eval=n_eval)
-            out = train_run(
-                model=model,
-                optimizer=opt,
-                loss_fn=_loss,
-                train_x=x_train,
-                train_y=y_train,
-                eval_fn=eval_fn,
-                steps=config["steps"],
-                batch_size=config["batch_size"],
-                eval_every=config["eval_every"],
-                seed=seed,
-                checkpoint_path=os.path.join(
-                    out_dir, "checkpoints", f"claims-{name}-seed{seed}.ckpt"
-                ),
-                resume=resume,
-                fingerprint=fingerprint,
-                dropout_rng=dropout_rng,
-                stop_after=stop_after,
-                progress=progress,
-                desc=f"claims {name} seed {seed}",
-            )
-            runs.append(
-                {
-                    "variant": name,
-                    "seed": seed,
-                    "lr": lr,
-                    "batch_norm": batch_norm,
-                    "activation": activation,
-                    "dropout": p,
-                    **out,
-                }
-            )
-            log(
-                f"claims {name} seed {seed}: best test accuracy "
-                f"{common.fmt_acc(max(out['curve']['test_acc']))}, {out['wall_s']:.1f} s "
-                f"({out['steps_per_s']:.0f} steps/s)"
-            )
-    results = {
-        "experiment": "claims",
-        "config": {**config, "eval_samples": n_eval},
-        "environment": common.environment(threads),
-        "runs": runs,
-        "summary": summarize(runs),
-        "total_wall_s": time.perf_counter() - started,
-    }
-    common.write_json(os.path.join(out_dir, "results.json"), results)
-    plots.claims(results, os.path.join(out_dir, "claims.png"))
-    common.write_text(os.path.join(out_dir, "report.md"), report.claims(results))
-    return results
+    return eval_fn
+
+
+def _build(config, name, seed, n_eval):
+    batch_norm, activation, mult, dropout = VARIANTS[name]
+    lr = config["lr"] * mult
+    p = config["dropout"] if dropout else 0.0
+    dropout_rng = np.random.default_rng([seed, 0xD0])
+    model = models.claims_convnet(
+        batch_norm,
+        activation,
+        p,
+        np.random.default_rng(seed),
+        dropout_rng,
+        channels=tuple(config["channels"]),
+    )
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=config["momentum"])
+    fingerprint = {k: v for k, v in config.items() if k not in ("seeds", "variants")}
+    fingerprint.update(variant=name, run_seed=seed, n_eval=n_eval)
+    info = {"lr": lr, "batch_norm": batch_norm, "activation": activation, "dropout": p}
+    return runner.Run(model, opt, info, fingerprint, dropout_rng)
 
 
 def _validate(config):
-    for key in ("steps", "batch_size", "eval_every", "seeds", "eval_samples"):
-        if not isinstance(config[key], (int, np.integer)) or config[key] < 1:
-            raise ValueError(f"claims: {key} must be an integer >= 1, got {config[key]!r}")
-    if not config["lr"] > 0 or not np.isfinite(config["lr"]):
-        raise ValueError(f"claims: lr must be a finite number > 0, got {config['lr']!r}")
-    if not 0 <= config["momentum"] < 1:
-        raise ValueError(f"claims: momentum must lie in [0, 1), got {config['momentum']!r}")
-    if not 0 <= config["dropout"] < 1:
-        raise ValueError(f"claims: dropout must lie in [0, 1), got {config['dropout']!r}")
-    unknown = [v for v in config["variants"] if v not in VARIANTS]
-    if unknown or not config["variants"]:
-        raise ValueError(
-            f"claims: variants must be a non-empty subset of {list(VARIANTS)}, "
-            f"got {config['variants']!r}"
-        )
-    channels = config["channels"]
-    if not 1 <= len(channels) <= 4 or not all(
-        isinstance(c, (int, np.integer)) and c >= 1 for c in channels
+    runner.check_positive("claims", config, "lr")
+    runner.check_range("claims", config, "momentum", 0, 1)
+    runner.check_range("claims", config, "dropout", 0, 1)
+    variants = config["variants"]
+    if (
+        not isinstance(variants, (list, tuple))
+        or not variants
+        or any(v not in VARIANTS for v in variants)
     ):
         raise ValueError(
-            f"claims: channels must be 1 to 4 integers >= 1 (each block halves "
-            f"the 28x28 image), got {channels!r}"
+            f"claims: variants: expected a non-empty subset of {list(VARIANTS)} (got {variants!r})"
         )
-    if config["batch_size"] < 2:
+    channels = config["channels"]
+    if (
+        not isinstance(channels, (list, tuple))
+        or not 1 <= len(channels) <= 4
+        or not all(isinstance(c, (int, np.integer)) and c >= 1 for c in channels)
+    ):
         raise ValueError(
-            "claims: batch_size must be >= 2 (BatchNorm needs more than one "
-            f"value per channel), got {config['batch_size']}"
+            "claims: channels: expected 1 to 4 integers >= 1, as each block halves the 28x28 "
+            f"image (got {channels!r})"
         )
+
+
+def run(config, out_dir, **options):
+    """Train every variant for every seed; write results.json, claims.png and report.md.
+
+    ``options`` are run_experiment's: data_dir, download, resume, progress, threads,
+    stop_after, log. Returns the results dict (the content of results.json).
+    """
+    return runner.run_experiment(EXPERIMENT, config, out_dir, **options)
+
+
+def write_outputs(results, out_dir):
+    common.write_json(os.path.join(out_dir, "results.json"), results)
+    plots.claims(results, os.path.join(out_dir, "claims.png"))
+    common.write_text(os.path.join(out_dir, "report.md"), report.claims(results))
 
 
 def summarize(runs):
@@ -219,3 +155,18 @@ def summarize(runs):
 
 def _mean_curve(runs):
     return np.array([r["curve"]["test_acc"] for r in runs], dtype=np.float64).mean(axis=0)
+
+
+EXPERIMENT = runner.Experiment(
+    name="claims",
+    defaults=DEFAULTS,
+    conv=True,
+    label="variant",
+    labels=lambda config: config["variants"],
+    build=_build,
+    make_eval=_make_eval,
+    headline="best",
+    validate=_validate,
+    summarize=summarize,
+    write_outputs=write_outputs,
+)

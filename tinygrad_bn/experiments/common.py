@@ -1,17 +1,13 @@
-"""What both experiments share: data, the environment record, curve statistics, output files."""
+"""What both experiments share: data, curve statistics, output files."""
 
 import json
 import math
 import os
-import platform
-import sys
 
-import matplotlib
 import numpy as np
-import tqdm
 
-from .. import __version__, kernels
-from ..bench import cpu_model
+from .. import kernels
+from .._atomic import write_text
 from ..data import flatten, load_mnist, to_float
 
 
@@ -47,25 +43,6 @@ def setup(out_dir, data_dir, download, threads, conv, eval_samples):
     )
 
 
-def environment(threads):
-    """Versions and machine facts recorded beside every result."""
-    info = kernels.info()
-    return {
-        "tinygrad_bn": __version__,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "matplotlib": matplotlib.__version__,
-        "tqdm": tqdm.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "backend": info["backend"],
-        "openmp": info["openmp"],
-        "numpy_fallback_kernels": info["numpy_fallback"],
-    }
-
-
 def steps_to_reach(steps, accs, target):
     """First evaluated step whose accuracy is >= target, or None."""
     for s, a in zip(steps, accs):
@@ -96,14 +73,6 @@ def json_safe(obj):
     if isinstance(obj, np.integer):
         return int(obj)
     return obj
-
-
-def write_text(path, text):
-    """Write a small output file atomically (write a temp file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_json(path, obj):

@@ -7,15 +7,12 @@ of the last hidden layer over the evaluated test images (for the BN net, the BN 
 """
 
 import os
-import time
 
 import numpy as np
 
-from .. import functional as F
 from .. import optim
-from ..tensor import Tensor, manual_seed, no_grad
-from . import common, models, plots, report
-from .runner import train_run
+from ..tensor import Tensor, no_grad
+from . import common, models, plots, report, runner
 
 NETWORKS = ("vanilla", "bn")
 
@@ -41,12 +38,9 @@ DEFAULTS = {
 THRESHOLDS = (0.95, 0.97, 0.98)
 
 
-def _loss(model, xb, yb):
-    return F.cross_entropy(model(Tensor(xb)), yb)
-
-
-def _make_eval(x_test, y_test, unit):
+def _make_eval(config, x_test, y_test):
     """eval_fn for the runner: test accuracy and the percentiles of the probed unit's input."""
+    unit = config["unit"]
 
     def eval_fn(model):
         model.eval()
@@ -60,92 +54,28 @@ def _make_eval(x_test, y_test, unit):
     return eval_fn
 
 
-def run(
-    config,
-    out_dir,
-    data_dir=None,
-    download=True,
-    resume=False,
-    progress=False,
-    threads=None,
-    stop_after=None,
-    log=print,
-):
-    """Train both networks for every seed; write results.json, fig1.png and report.md in out_dir.
-
-    Returns the results dict (the content of results.json).
-    """
-    config = {**DEFAULTS, **config}
-    _validate(config)
-    threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
-        out_dir, data_dir, download, threads, conv=False, eval_samples=config["eval_samples"]
-    )
-    n_eval = len(y_eval)
-    eval_fn = _make_eval(x_eval, y_eval, config["unit"])
-
-    runs, started = [], time.perf_counter()
-    for seed in range(config["seed"], config["seed"] + config["seeds"]):
-        for network in NETWORKS:
-            lr = config[f"lr_{network}"]
-            manual_seed(seed)
-            model = models.fig1_mlp(
-                network == "bn", config["init_std"], np.random.default_rng(seed)
-            )
-            opt = optim.SGD(model.parameters(), lr=lr)
-            fingerprint = {**config, "network": network, "run_seed": seed, "n_eval": n_eval}
-            fingerprint.pop("seeds")
-            out = train_run(
-                model=model,
-                optimizer=opt,
-                loss_fn=_loss,
-                train_x=x_train,
-                train_y=y_train,
-                eval_fn=eval_fn,
-                steps=config["steps"],
-                batch_size=config["batch_size"],
-                eval_every=config["eval_every"],
-                seed=seed,
-                checkpoint_path=os.path.join(
-                    out_dir, "checkpoints", f"fig1-{network}-seed{seed}.ckpt"
-                ),
-                resume=resume,
-                fingerprint=fingerprint,
-                stop_after=stop_after,
-                progress=progress,
-                desc=f"fig1 {network} seed {seed}",
-            )
-            runs.append({"network": network, "seed": seed, "lr": lr, **out})
-            log(
-                f"fig1 {network} seed {seed}: final test accuracy "
-                f"{common.fmt_acc(out['curve']['test_acc'][-1])}, {out['wall_s']:.1f} s "
-                f"({out['steps_per_s']:.0f} steps/s)"
-            )
-    results = {
-        "experiment": "fig1",
-        "config": {**config, "eval_samples": n_eval},
-        "environment": common.environment(threads),
-        "runs": runs,
-        "summary": summarize(runs),
-        "total_wall_s": time.perf_counter() - started,
-    }
-    write_outputs(results, out_dir)
-    return results
+def _build(config, network, seed, n_eval):
+    lr = config[f"lr_{network}"]
+    model = models.fig1_mlp(network == "bn", config["init_std"], np.random.default_rng(seed))
+    fingerprint = {**config, "network": network, "run_seed": seed, "n_eval": n_eval}
+    fingerprint.pop("seeds")
+    return runner.Run(model, optim.SGD(model.parameters(), lr=lr), {"lr": lr}, fingerprint)
 
 
 def _validate(config):
-    for key in ("steps", "batch_size", "eval_every", "seeds", "eval_samples"):
-        if not isinstance(config[key], (int, np.integer)) or config[key] < 1:
-            raise ValueError(f"fig1: {key} must be an integer >= 1, got {config[key]!r}")
-    for key in ("lr_vanilla", "lr_bn", "init_std"):
-        if not config[key] > 0 or not np.isfinite(config[key]):
-            raise ValueError(f"fig1: {key} must be a finite number > 0, got {config[key]!r}")
-    if not 0 <= config["unit"] < 100:
-        raise ValueError(f"fig1: unit must lie in [0, 100), got {config['unit']!r}")
-    if config["batch_size"] < 2:
-        raise ValueError(
-            "fig1: batch_size must be >= 2 (BatchNorm needs more than one value "
-            f"per feature), got {config['batch_size']}"
-        )
+    runner.check_positive("fig1", config, "lr_vanilla", "lr_bn", "init_std")
+    unit = config["unit"]
+    if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < 100:
+        raise ValueError(f"fig1: unit: expected an integer in [0, 100) (got {unit!r})")
+
+
+def run(config, out_dir, **options):
+    """Train both networks for every seed; write results.json, fig1.png and report.md in out_dir.
+
+    ``options`` are run_experiment's: data_dir, download, resume, progress, threads,
+    stop_after, log. Returns the results dict (the content of results.json).
+    """
+    return runner.run_experiment(EXPERIMENT, config, out_dir, **options)
 
 
 def summarize(runs):
@@ -207,3 +137,18 @@ def write_outputs(results, out_dir):
     common.write_json(os.path.join(out_dir, "results.json"), results)
     plots.fig1(results, os.path.join(out_dir, "fig1.png"))
     common.write_text(os.path.join(out_dir, "report.md"), report.fig1(results))
+
+
+EXPERIMENT = runner.Experiment(
+    name="fig1",
+    defaults=DEFAULTS,
+    conv=False,
+    label="network",
+    labels=lambda config: NETWORKS,
+    build=_build,
+    make_eval=_make_eval,
+    headline="final",
+    validate=_validate,
+    summarize=summarize,
+    write_outputs=write_outputs,
+)

@@ -11,7 +11,7 @@ def _config_line(results):
     c, env = results["config"], results["environment"]
     return (
         f"Config: {', '.join(f'{k}={v}' for k, v in c.items())}.  \n"
-        f"Machine: {env['cpu']} ({env['cpu_count']} CPUs), {env['threads']} kernel "
+        f"Machine: {env['cpu']} ({env['cores']} cores), {env['threads']} kernel "
         f"threads, backend {env['backend']}, tinygrad_bn {env['tinygrad_bn']}, "
         f"numpy {env['numpy']}, Python {env['python']}."
     )

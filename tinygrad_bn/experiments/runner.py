@@ -1,4 +1,8 @@
-"""The training loop the experiments share: fixed-step SGD with evaluation, checkpoints and resume.
+"""What the experiments share: one skeleton (run_experiment) around one training loop (train_run).
+
+An *experiment* (fig1, claims) trains a list of models (networks or variants) for every seed
+and writes results.json and its figure and report; run_experiment is that skeleton, and an
+Experiment says what differs.
 
 One *run* trains one model for a fixed number of steps on mini-batches drawn without
 replacement (a new permutation each epoch, partial last batch dropped), evaluates every
@@ -9,14 +13,19 @@ function of (seed, step) (the data order).
 """
 
 import json
+import math
 import os
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .. import checkpoint
-from ..tensor import Tensor, no_grad
+from .. import functional as F
+from ..environment import environment
+from ..tensor import Tensor, manual_seed, no_grad
+from . import common
 
 _CHECKPOINT_VERSION = 1
 
@@ -204,3 +213,147 @@ def _diff(saved, wanted):
         return f"saved {saved!r}, now {wanted!r}"
     keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     return ", ".join(f"{k}: saved {saved.get(k)!r}, now {wanted.get(k)!r}" for k in keys)
+
+
+# ---------------------------------------------------------------- the experiment skeleton
+
+
+class Experiment(NamedTuple):
+    """What one experiment adds to run_experiment's skeleton.
+
+    ``labels(config)`` lists what to train for every seed (networks, variants), stored in each
+    run under the key ``label``; ``build(config, label, seed, n_eval)`` returns a Run;
+    ``make_eval(config, x_eval, y_eval)`` the runner's eval_fn; ``headline`` names the accuracy
+    logged after each run and picks it from the curve ("final", or "best"); ``validate``
+    checks what is particular to the experiment, after check_config's shared rules.
+    """
+
+    name: str
+    defaults: dict
+    conv: bool
+    label: str
+    labels: Callable
+    build: Callable
+    make_eval: Callable
+    headline: str
+    validate: Callable
+    summarize: Callable
+    write_outputs: Callable
+
+
+class Run(NamedTuple):
+    """One model to train: ``info`` is stored in the run's record (lr first), ``fingerprint``
+    identifies its configuration in the checkpoint."""
+
+    model: object
+    optimizer: object
+    info: dict
+    fingerprint: dict
+    dropout_rng: object = None
+
+
+def run_experiment(
+    experiment,
+    config,
+    out_dir,
+    data_dir=None,
+    download=True,
+    resume=False,
+    progress=False,
+    threads=None,
+    stop_after=None,
+    log=print,
+):
+    """Train every label of ``experiment`` for every seed; write its outputs in ``out_dir``.
+
+    Returns the results dict (the content of results.json).
+    """
+    name = experiment.name
+    config = {**experiment.defaults, **config}
+    check_config(name, config)
+    experiment.validate(config)
+    threads, (x_train, y_train), (x_eval, y_eval) = common.setup(
+        out_dir, data_dir, download, threads, experiment.conv, config["eval_samples"]
+    )
+    n_eval = len(y_eval)
+    eval_fn = experiment.make_eval(config, x_eval, y_eval)
+    pick = {"final": lambda accs: accs[-1], "best": max}[experiment.headline]
+
+    runs, started = [], time.perf_counter()
+    for seed in range(config["seed"], config["seed"] + config["seeds"]):
+        for label in experiment.labels(config):
+            manual_seed(seed)
+            run = experiment.build(config, label, seed, n_eval)
+            out = train_run(
+                model=run.model,
+                optimizer=run.optimizer,
+                loss_fn=_loss,
+                train_x=x_train,
+                train_y=y_train,
+                eval_fn=eval_fn,
+                steps=config["steps"],
+                batch_size=config["batch_size"],
+                eval_every=config["eval_every"],
+                seed=seed,
+                checkpoint_path=os.path.join(
+                    out_dir, "checkpoints", f"{name}-{label}-seed{seed}.ckpt"
+                ),
+                resume=resume,
+                fingerprint=run.fingerprint,
+                dropout_rng=run.dropout_rng,
+                stop_after=stop_after,
+                progress=progress,
+                desc=f"{name} {label} seed {seed}",
+            )
+            runs.append({experiment.label: label, "seed": seed, **run.info, **out})
+            log(
+                f"{name} {label} seed {seed}: {experiment.headline} test accuracy "
+                f"{common.fmt_acc(pick(out['curve']['test_acc']))}, {out['wall_s']:.1f} s "
+                f"({out['steps_per_s']:.0f} steps/s)"
+            )
+    results = {
+        "experiment": name,
+        "config": {**config, "eval_samples": n_eval},
+        "environment": environment(threads),
+        "runs": runs,
+        "summary": experiment.summarize(runs),
+        "total_wall_s": time.perf_counter() - started,
+    }
+    experiment.write_outputs(results, out_dir)
+    return results
+
+
+def _loss(model, xb, yb):
+    return F.cross_entropy(model(Tensor(xb)), yb)
+
+
+def check_config(name, config):
+    """The rules every experiment's configuration follows (ValueError naming the key)."""
+    for key in ("steps", "batch_size", "eval_every", "seeds", "eval_samples"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: {key}: expected an integer >= 1 (got {value!r})")
+    if config["batch_size"] < 2:
+        raise ValueError(
+            f"{name}: batch_size: expected >= 2, as BatchNorm needs more than one value per "
+            f"feature (got {config['batch_size']})"
+        )
+
+
+def check_positive(name, config, *keys):
+    """Each of ``keys`` is a finite number > 0."""
+    for key in keys:
+        value = config[key]
+        if not _is_real(value) or not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name}: {key}: expected a finite number > 0 (got {value!r})")
+
+
+def check_range(name, config, key, low, high):
+    """``config[key]`` lies in [low, high)."""
+    value = config[key]
+    if not _is_real(value) or not low <= value < high:
+        raise ValueError(f"{name}: {key}: expected a number in [{low}, {high}) (got {value!r})")
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
