@@ -430,3 +430,20 @@ def test_max_over_an_empty_axis_is_refused_but_empty_results_are_fine():
     assert x.max(axis=1).shape == (0,)
     with pytest.raises(ValueError, match="max: expected to reduce non-empty dims"):
         x.max(axis=0)
+
+
+def test_grad_fn_names_do_not_collide_with_nn_layers():
+    import tinygrad_bn.functional as F
+    from tinygrad_bn import nn
+
+    x = tg.Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+    outputs = {
+        "linear": F.linear(x, tg.ones(2, 4, dtype=np.float64)),
+        "conv2d": F.conv2d(x, tg.ones(1, 1, 3, 3, dtype=np.float64)),
+        "max_pool2d": F.max_pool2d(x, 2),
+        "batch_norm": F.batch_norm(x, None, None, training=True),
+    }
+    for name, y in outputs.items():
+        op = type(y._ctx).__name__
+        assert op not in nn.__all__, f"{name}'s op {op} shares its name with nn.{op}"
+        assert f"grad_fn=<{op}Backward>" in repr(y)

@@ -406,7 +406,7 @@ class Tensor:
         """Variance; like PyTorch, unbiased by default (correction=1); ddof is an alias.
 
         Divides by max(N - correction, 0), as PyTorch: with no degrees of freedom left the
-        result is nan (a zero sum) or inf, and a RuntimeWarning says so.
+        result is nan (a zero sum) or inf, and a UserWarning says so, as in PyTorch.
         """
         axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
         correction = correction if ddof is None else ddof
