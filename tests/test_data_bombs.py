@@ -56,9 +56,14 @@ def test_declared_size_beyond_what_the_file_can_hold_is_refused_unread(tmp_path)
     head = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (10**6, 1000, 1000))
     path = tmp_path / "huge.gz"
     path.write_bytes(gzip.compress(head + bytes(100)))
-    with pytest.raises(IDXError, match="declares 1000000000016 bytes: expected at most a"):
+    with pytest.raises(
+        IDXError,
+        match=r"expected at most \d+ bytes, the most \d+ gzipped bytes hold \(got 1000000000016\)",
+    ):
         read_idx(path)
-    with pytest.raises(IDXError, match="expected at most the 100 bytes expected"):
+    with pytest.raises(
+        IDXError, match="expected at most 100 bytes, the size this file is known to have"
+    ):
         idx_module.read_decompressed(tmp_path / "huge.gz", max_size=100)
 
 
@@ -119,7 +124,7 @@ def test_download_of_a_bomb_is_refused_and_not_kept(tmp_path, monkeypatch, capsy
     # a header declaring more than the file can be, and a file larger than the file can be
     head = bytes([0, 0, 8, 1]) + (10**6).to_bytes(4, "big")
     _serve(tmp_path, monkeypatch, name, gzip.compress(head + bytes(10**6)))
-    with pytest.raises(FileNotFoundError, match="expected at most the 10008 bytes"):
+    with pytest.raises(FileNotFoundError, match="expected at most 10008 bytes"):
         mnist_module._download(str(root), name, [name])
     _serve(tmp_path, monkeypatch, name, os.urandom(20_000))
     with pytest.raises(FileNotFoundError, match="expected at most 11042 bytes"):

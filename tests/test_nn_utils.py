@@ -1,5 +1,7 @@
 """nn.utils.fold_batchnorm and nn.utils.recompute_batchnorm_stats."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -273,3 +275,23 @@ def test_recompute_failing_midway_restores_the_statistics():
         recompute_batchnorm_stats(model, interrupted())
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v.data, before[k], err_msg=k)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    picks=st.lists(st.integers(0, 6), min_size=1, max_size=8),
+    nested=st.booleans(),
+    seed=st.integers(0, 100),
+)
+def test_fold_never_changes_what_a_model_computes(picks, nested, seed):
+    # a small pool, so modules get reused: a fold must notice and keep those pairs
+    pool = [nn.Linear(3, 3, generator=seed + i) for i in range(3)]
+    pool += [nn.BatchNorm1d(3) for _ in range(3)] + [nn.Sigmoid()]
+    layers = [pool[i] for i in picks]
+    model = nn.Sequential(nn.Sequential(*layers), pool[0]) if nested else nn.Sequential(*layers)
+    _randomize_bn(model, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        folded = fold_batchnorm(model)
+    x = _x(5, 3, seed=seed)
+    np.testing.assert_allclose(folded(x).data, model.eval()(x).data, rtol=1e-4, atol=1e-5)

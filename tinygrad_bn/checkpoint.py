@@ -206,7 +206,7 @@ class _Decoder:
         version = manifest.get("version")
         if type(version) is not int or version != VERSION:
             raise CheckpointError(
-                f"{self.name}: checkpoint format version {version!r} is not supported "
+                f"{self.name}: checkpoint format version {_short(version)} is not supported "
                 f"(this tinygrad_bn reads version {VERSION})"
             )
         return self.decode(manifest.get("root"), 0)

@@ -112,12 +112,14 @@ def _read_stream(stream, name, max_size, gzip_size=None):
     declared = _declared_size(out)
     if declared is None:
         return out
-    bounds = [(max_size, f"the {max_size} bytes expected")] if max_size is not None else []
+    bounds = [(max_size, "the size this file is known to have")] if max_size is not None else []
     if gzip_size is not None:
-        bounds.append((gzip_size * _MAX_DEFLATE_RATIO, f"a {gzip_size}-byte gzip file can hold"))
-    for bound, what in bounds:
+        bounds.append((gzip_size * _MAX_DEFLATE_RATIO, f"the most {gzip_size} gzipped bytes hold"))
+    for bound, why in bounds:
         if declared > bound:
-            raise IDXError(f"{name}: IDX header declares {declared} bytes: expected at most {what}")
+            raise IDXError(
+                f"{name}: IDX header: expected at most {bound} bytes, {why} (got {declared})"
+            )
     # read the declared bytes and one past the trailing bytes shown; to the end when shorter,
     # where gzip checks the CRC
     want = declared + _TRAILING_SHOWN + 1
