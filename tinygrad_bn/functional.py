@@ -175,20 +175,22 @@ def dropout(x, p=0.5, training=True, generator=None):
 def batch_norm(
     x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
 ):
-    """Batch normalization (Ioffe & Szegedy 2015) over (N, C), (N, C, L) or (N, C, H, W).
+    """Batch normalization (Ioffe & Szegedy 2015) over (N, C), (N, C, L), (N, C, H, W) or
+    (N, C, D, H, W).
 
     Statistics are per channel C, over N (and L or H, W). In training the batch mean and
     the *biased* batch variance normalize x (Algorithm 1), and, when running_mean /
     running_var are given, they are updated in place with momentum using the *unbiased*
     variance m/(m-1) var_B (Algorithm 2):  r <- (1 - momentum) r + momentum * stat.
     In eval (training=False) the running estimates normalize x and nothing changes.
+    An empty input (N = 0, or an empty axis) gives an empty output and changes nothing.
 
     Raises ValueError for wrong ndim or channel count, or for one value per channel in
     training; TypeError for non-float inputs.
     """
     _tensor(x, "input", "batch_norm")
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(f"batch_norm: expected 2D, 3D or 4D input (got {x.ndim}D input)")
+    if x.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"batch_norm: expected 2D, 3D, 4D or 5D input (got {x.ndim}D input)")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"batch_norm: input must be float32 or float64, got {x.dtype}")
     c = x.shape[1]
@@ -197,6 +199,11 @@ def batch_norm(
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is not None and r.shape != (c,):
             raise ValueError(f"batch_norm: expected {name} of shape ({c},), got {r.shape}")
+    if x.data.size == 0:
+        # PyTorch: nothing to normalize and no statistic to update; composed from
+        # primitives so weight and bias still get their (zero) gradients
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        return x * weight.reshape(shape) + bias.reshape(shape)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError(

@@ -1,7 +1,7 @@
 """Layers and Module, as in ``torch.nn``: ``import tinygrad_bn.nn as nn``."""
 
 from . import functional, init, utils
-from .batchnorm import BatchNorm1d, BatchNorm2d
+from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .layers import (
     Conv2d,
     Dropout,
@@ -23,6 +23,7 @@ __all__ = [
     "Conv2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "Dropout",
     "MaxPool2d",
     "Flatten",

@@ -1,4 +1,4 @@
-"""BatchNorm1d / BatchNorm2d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
+"""BatchNorm1d / 2d / 3d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
 
 import numbers
 
@@ -23,7 +23,10 @@ class _BatchNorm(Module):
     cumulative average (factor 1/num_batches_tracked), the paper's literal Algorithm 2.
     In eval mode the running estimates normalize x and nothing changes; with
     ``track_running_stats=False`` the running buffers are None and batch statistics are
-    used in eval mode too.
+    used in eval mode too. As in PyTorch, the buffers that exist decide: setting
+    ``track_running_stats = False`` after construction stops the updates but eval still
+    uses the buffers. An empty batch gives an empty output and leaves the statistics alone
+    (num_batches_tracked still counts it, as PyTorch's does).
 
     Parameters ``weight`` (ones) and ``bias`` (zeros) of shape (C,), or None when
     ``affine=False``. Buffers ``running_mean`` (zeros), ``running_var`` (ones), and
@@ -106,30 +109,28 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check_input(x)
-        update = self.training and self.track_running_stats
-        factor = 0.0
-        if update:
-            # momentum=None: cumulative average, the new batch gets weight 1/count
-            factor = (
-                self.momentum
-                if self.momentum is not None
-                else 1.0 / (float(self.num_batches_tracked.data) + 1.0)
-            )
-        batch_stats = self.training or not self.track_running_stats
-        # the running buffers are None exactly when track_running_stats=False
+        # PyTorch's rule: the buffers that exist decide, not the flag's value at
+        # construction. track_running_stats turned off later still normalizes with the
+        # buffers in eval; turned on for a layer built without them, batch statistics.
+        has_buffers = self.running_mean is not None or self.running_var is not None
+        count = self.num_batches_tracked
+        update = self.training and self.track_running_stats and count is not None
+        factor = 0.0 if self.momentum is None else self.momentum
+        if update and self.momentum is None:  # cumulative average: the new batch gets 1/count
+            factor = 1.0 / (float(count.data) + 1.0)
+        use_buffers = not self.training or self.track_running_stats
         out = F.batch_norm(
             x,
-            self.running_mean,
-            self.running_var,
+            self.running_mean if use_buffers else None,
+            self.running_var if use_buffers else None,
             self.weight,
             self.bias,
-            batch_stats,
+            self.training or not has_buffers,
             factor,
             self.eps,
         )
-        if update:  # counted only once F.batch_norm has accepted the batch
-            count = self.num_batches_tracked.data
-            count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
+        if update:  # counted once F.batch_norm accepted the batch (an empty one too, as PyTorch)
+            count.data[()] = float(count.data) + 1.0  # 10x cheaper than `+= 1` on a 0-d array
         return out
 
     def extra_repr(self):
@@ -155,3 +156,12 @@ class BatchNorm2d(_BatchNorm):
     )
     _expected_dims = (4,)
     _dims_text = "4D"
+
+
+class BatchNorm3d(_BatchNorm):
+    __doc__ = (
+        "Batch normalization over (N, C, D, H, W); statistics per channel C, over N, D, H, W."
+        "\n\n" + _BatchNorm.__doc__
+    )
+    _expected_dims = (5,)
+    _dims_text = "5D"
