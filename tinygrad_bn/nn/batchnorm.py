@@ -11,7 +11,81 @@ from .layers import _dtype, _size
 from .module import Module, Parameter
 
 
-class _BatchNorm(Module):
+class _NormBase(Module):
+    """What BatchNorm and InstanceNorm share, as PyTorch's _NormBase: parameters ``weight``
+    (ones) and ``bias`` (zeros) of shape (C,) when ``affine``, and the buffers
+    ``running_mean``, ``running_var``, ``num_batches_tracked`` when ``track_running_stats``
+    (else registered as None)."""
+
+    _fixed_dtype_buffers = ("num_batches_tracked",)
+
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        *,
+        bias=True,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = _size(num_features, "num_features", name, 1)
+        if not isinstance(eps, numbers.Real) or not eps >= 0:
+            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
+        if momentum is not None and (
+            not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0
+        ):
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dt = _dtype(dtype, name)
+        c = self.num_features
+        if self.affine:
+            self.weight = Parameter(np.ones(c, dtype=dt))
+            if bias:
+                self.bias = Parameter(np.zeros(c, dtype=dt))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(c, dtype=dt)))
+            self.register_buffer("running_var", Tensor(np.ones(c, dtype=dt)))
+            self.register_buffer("num_batches_tracked", Tensor(np.zeros((), dtype=np.float64)))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self):
+        """running_mean <- 0, running_var <- 1, num_batches_tracked <- 0 (in place)."""
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        """Reset the running statistics, and gamma <- 1, beta <- 0."""
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
     """Batch Normalization (Ioffe & Szegedy 2015, arXiv 1502.03167).
 
     Per channel C, statistics over the batch (and the length / spatial axes):
@@ -39,8 +113,8 @@ class _BatchNorm(Module):
 
     _expected_dims = ()
     _dims_text = ""
-    _fixed_dtype_buffers = ("num_batches_tracked",)
 
+    # no `bias=` switch (PyTorch 2.13 has one): nn.utils.fold_batchnorm relies on beta
     def __init__(
         self,
         num_features,
@@ -51,49 +125,7 @@ class _BatchNorm(Module):
         *,
         dtype=np.float32,
     ):
-        super().__init__()
-        name = type(self).__name__
-        self.num_features = _size(num_features, "num_features", name, 1)
-        if not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
-        if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or not 0.0 <= momentum <= 1.0
-        ):
-            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        dt = _dtype(dtype, name)
-        c = self.num_features
-        if self.affine:
-            self.weight = Parameter(np.ones(c, dtype=dt))
-            self.bias = Parameter(np.zeros(c, dtype=dt))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if self.track_running_stats:
-            self.register_buffer("running_mean", Tensor(np.zeros(c, dtype=dt)))
-            self.register_buffer("running_var", Tensor(np.ones(c, dtype=dt)))
-            self.register_buffer("num_batches_tracked", Tensor(np.zeros((), dtype=np.float64)))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self):
-        """running_mean <- 0, running_var <- 1, num_batches_tracked <- 0 (in place)."""
-        if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
-
-    def reset_parameters(self):
-        """Reset the running statistics, and gamma <- 1, beta <- 0."""
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            init.zeros_(self.bias)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
 
     def _check_input(self, x):
         name = type(self).__name__
@@ -132,12 +164,6 @@ class _BatchNorm(Module):
         if update:  # counted once F.batch_norm accepted the batch (an empty one too, as PyTorch)
             count.data[()] = float(count.data) + 1.0  # 10x cheaper than `+= 1` on a 0-d array
         return out
-
-    def extra_repr(self):
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
-        )
 
 
 class BatchNorm1d(_BatchNorm):
