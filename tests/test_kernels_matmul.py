@@ -15,7 +15,10 @@ from tinygrad_bn import kernels as K
 
 K.require_extension()  # a missing build fails this module instead of testing NumPy against itself
 
-MR, NR, MC, KC, NC = 6, 32, 144, 256, 4096  # ext/gemm.pxd
+from tinygrad_bn._ext import matmul as ext  # noqa: E402
+
+MR, NR, NH = ext.GEMM_TILE  # the register tile of the path this build chose (microkernel.pxd.tp)
+MC, KC, NC = 144, 256, 4096  # ext/gemm.pxd
 PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96  # rows where float32 A gets packed (K >= KC)
 EDGES = sorted(
     {
@@ -28,6 +31,11 @@ EDGES = sorted(
         NR - 1,
         NR,
         NR + 1,
+        NH - 1,
+        NH,
+        NH + 1,
+        2 * NR + NH,
+        2 * NR + NH + 1,
         DIRECT_B_MAX_M,
         DIRECT_B_MAX_M + 1,
         MC - 1,
