@@ -213,8 +213,6 @@ def test_matmul_deterministic_across_calls_and_threads():
 
 def test_matmul_is_the_compiled_kernel():
     """The cython backend really calls the extension (not the NumPy fallback)."""
-    from tinygrad_bn._ext import matmul as ext
-
     assert "matmul" in K.info()["compiled_kernels"]
     a = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(ext.matmul(a, a.T), a @ a.T)
@@ -229,14 +227,35 @@ def test_matmul_is_the_compiled_kernel():
         (np.ones((2, 3)), np.ones((4, 2)), ValueError),
         (np.ones(3), np.ones(3), ValueError),
         (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError),
+        # byte order: the GEMM reads raw native floats, so swapped bytes would be garbage
+        (np.ones((2, 3), ">f4"), np.ones((3, 2), ">f4"), TypeError),
+        (np.ones((2, 3), "<f4"), np.ones((3, 2), ">f4"), TypeError),
+        (np.ones((2, 3), ">f8"), np.ones((3, 2), ">f8"), TypeError),
+        (np.ones((2, 3, 4)), np.ones((4, 5)), ValueError),
+        (np.ones((1, 2, 3, 4)), np.ones((1, 2, 4, 3)), ValueError),
+        (np.float64(1.0), np.float64(1.0), TypeError),
+        (np.ones(()), np.ones(()), ValueError),
+        (np.ones((2, 3), np.float16), np.ones((3, 2), np.float16), TypeError),
+        (np.ones((2, 3), np.complex64), np.ones((3, 2), np.complex64), TypeError),
     ],
 )
 def test_matmul_direct_call_validates(a, b, err):
     """The compiled function re-checks what it indexes with: a direct call errors, never crashes."""
-    from tinygrad_bn._ext import matmul as ext
-
-    with pytest.raises(err):
+    with pytest.raises(err, match="^matmul: expected"):
         ext.matmul(a, b)
+
+
+def test_matmul_direct_call_any_strides(threads):
+    """What the check lets through is safe: non-contiguous, negative, zero and odd-byte strides."""
+    rng = np.random.default_rng(6)
+    a0, b0 = random(rng, (37, 29), np.float32), random(rng, (29, 41), np.float32)
+    for la in LAYOUTS:
+        for lb in LAYOUTS:
+            check(a0, b0, ext.matmul(layout(a0, la), layout(b0, lb)))
+    raw = np.zeros(29 * 165 + 8, np.uint8)  # a row stride that is not whole elements
+    odd = np.ndarray((29, 41), np.float32, raw.data, 2, (165, 4))
+    odd[...] = b0
+    check(a0, b0, ext.matmul(a0, odd))
 
 
 def test_matmul_broadcast_views(threads):

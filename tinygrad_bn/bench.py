@@ -314,6 +314,9 @@ def environment(threads):
         "threads": threads,
         "openmp": info["openmp"],
         "compiler_flags": info["compiler_flags"],
+        "gemm_path": info["gemm_path"],
+        "cpu_isa": [f for f in info["cpu_isa"] if f in ("avx", "avx2", "fma", "avx512f")],
+        "blas": _blas_info(threads),
         "numpy_fallback": info["numpy_fallback"],
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -325,6 +328,25 @@ def environment(threads):
             str(threads) if _has_threadpoolctl() else os.environ.get("OPENBLAS_NUM_THREADS")
         ),
     }
+
+
+def _blas_info(threads):
+    """NumPy's BLAS as it runs under this benchmark, e.g. 'openblas 0.3.31 SkylakeX, 1 thread'
+    (the kernel OpenBLAS picked names the instruction set it uses; OPENBLAS_CORETYPE forces it)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl: pip install tinygrad_bn[bench])"
+    with _blas_threads(threads):
+        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    return (
+        "; ".join(
+            f"{p['internal_api']} {p['version']} {p.get('architecture') or ''}, "
+            f"{p['num_threads']} thread{'s' if p['num_threads'] != 1 else ''}"
+            for p in pools
+        )
+        or "none found"
+    )
 
 
 # ---------------------------------------------------------------- running and reporting
@@ -375,6 +397,8 @@ def format_table(env, results):
     lines = [
         f"tinygrad_bn bench | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
         f"OpenMP {env['openmp']} | flags {env['compiler_flags']}",
+        f"GEMM path {env['gemm_path']} | CPU ISA {' '.join(env['cpu_isa']) or 'n/a'} | "
+        f"NumPy's BLAS {env['blas']}",
         f"numpy {env['numpy']} (BLAS threads: OPENBLAS_NUM_THREADS="
         f"{env['openblas_num_threads'] or 'unset, all cores'}) | torch "
         f"{env['torch'] or 'not installed'} | python {env['python']}",
