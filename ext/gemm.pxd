@@ -34,7 +34,10 @@ cdef enum:
     NC = 4096            # columns per packed B block (multiple of NR)
     KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
     PACK_A_MIN_BYTES = 384 * 1024  # A read in place while its K slice (M x KC) stays in L2
-    DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place
+    DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place,
+    DIRECT_B_MAX_BYTES = 64 * 1024  # and for any rows when its K slice is this small: packing
+                                    # costs more than it saves (dW of 100x100: 1.14x faster in
+                                    # place; a 60x1024 slice: 1.5x slower, measured on Zen 5)
     PAR_MIN_WORK = 1 << 20   # multiply-adds (~30 us on one core) below which one thread wins:
                              # 60x100@100x100 ran 16 us on 1 thread, 24 us on 2 (measured)
 
@@ -119,7 +122,8 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         return 0
     kc_max = min(kc_max, K)
     pack_a = M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
-    pack_b = pack_a or sb1 != 1 or M > DIRECT_B_MAX_M
+    pack_b = pack_a or sb1 != 1 or (
+        M > DIRECT_B_MAX_M and kc_max * N * <Py_ssize_t> sizeof(floating) > DIRECT_B_MAX_BYTES)
     # columns go in blocks of NC: bounds the packed-B buffer (smaller NC measured no faster)
     ncb = NC
     npanel = _cdiv(min(ncb, N), NR)

@@ -163,7 +163,18 @@ def test_matmul_mlp_shapes(threads, m, k, n, lay, dtype):
 
 
 @pytest.mark.parametrize(
-    "m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1), (7, 33, NC + 4), (400, 300, NC + 1)]
+    "m,k,n",
+    [
+        (300, 600, 200),
+        (257, 513, 65),
+        (1, 1000, 1),
+        (7, 33, NC + 4),
+        (400, 300, NC + 1),
+        # more than DIRECT_B_MAX_M rows: float32 B read in place up to a 64 KiB K slice
+        (97, 128, 128),
+        (97, 128, 129),
+        (150, 60, 1024),
+    ],
 )
 def test_matmul_large_blocks(threads, m, k, n):
     """Several K slices, row blocks and column blocks, ragged everywhere: the packed path."""
