@@ -7,7 +7,7 @@ serially and a warning says so. Compiler directives are set here, once, for all 
 Environment switches (read at build time):
   TINYGRAD_BN_DEBUG=1      bounds checks and wraparound back on, -O0 -g (slow, for debugging)
   TINYGRAD_BN_NO_OPENMP=1  build without OpenMP even when the compiler has it
-  TINYGRAD_BN_MARCH=...    value for -march (default: native when the compiler accepts it)
+  TINYGRAD_BN_MARCH=...    value for -march: see the instruction-set block below
 """
 
 import os
@@ -66,11 +66,58 @@ def _openmp_flags():
 def _compile_flags():
     if DEBUG:
         return ["-O0", "-g"]
-    flags = ["-O3", "-fno-math-errno"]  # no kernel reads errno; lets sqrt/div vectorize
-    march = os.environ.get("TINYGRAD_BN_MARCH", "native")
+    return ["-O3", "-fno-math-errno"]  # no kernel reads errno; lets sqrt/div vectorize
+
+
+# ---------------------------------------------------------------- instruction set
+# The target decides the GEMM's register tile: ext/microkernel.pxd.tp picks the AVX-512, the
+# AVX2+FMA or the portable tile from the macros the compiler defines for -march, so one
+# generated C file serves every target. A source install builds for the CPU it runs on
+# (-march=native); a wheel meant for other machines sets a baseline with TINYGRAD_BN_MARCH
+# (x86-64-v3: the AVX2 path; x86-64: the portable one; empty: the compiler's default), and
+# cibuildwheel builds default to x86-64-v3. Whatever was chosen, ext/_cpu.pyx (compiled
+# without -march) lets tinygrad_bn._ext refuse to load the kernels on a CPU that lacks a
+# feature the target enabled, instead of dying of an illegal instruction.
+def _march_flags():
+    default = "x86-64-v3" if os.environ.get("CIBUILDWHEEL") == "1" else "native"
+    march = os.environ.get("TINYGRAD_BN_MARCH", default).strip()
     if march and _compiler_accepts([f"-march={march}"]):
-        flags.append(f"-march={march}")
-    return flags
+        return [f"-march={march}"]
+    if march:
+        warnings.warn(f"tinygrad_bn: the C compiler rejects -march={march}; using its default")
+    return []
+
+
+def _predefined_macros(flags):
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    try:
+        out = subprocess.run(
+            cc.split() + list(flags) + ["-dM", "-E", "-x", "c", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    except (AttributeError, OSError, subprocess.SubprocessError):
+        return set()
+    return {line.split()[1] for line in out.splitlines() if line.startswith("#define ")}
+
+
+def _target_macros(flags):
+    """The macros these flags add to the compiler's default target (__AVX2__, __FMA__, ...)."""
+    return " ".join(sorted(_predefined_macros(flags) - _predefined_macros(_compile_flags())))
+
+
+def _render_templates():
+    """ext/*.tp -> ext/* (Tempita); a file is rewritten only when its text changes."""
+    from Cython import Tempita
+
+    for tp in glob(os.path.join("ext", "*.tp")):
+        with open(tp) as f:
+            text = Tempita.Template(f.read(), name=tp).substitute()
+        out = tp[: -len(".tp")]
+        if not os.path.exists(out) or open(out).read() != text:
+            with open(out, "w") as f:
+                f.write(text)
 
 
 class BuildExt(build_ext):
@@ -78,7 +125,8 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         omp = _openmp_flags()
-        cflags = _compile_flags() + (omp or [])
+        march = _march_flags()
+        cflags = _compile_flags() + march + (omp or [])
         flag_string = " ".join(cflags)
         for ext in self.extensions:
             ext.extra_compile_args = cflags + ["-Wno-unused-function", "-Wno-unreachable-code"]
@@ -87,6 +135,10 @@ class BuildExt(build_ext):
                 ("TGBN_OPENMP", "1" if omp else "0"),
                 ("TGBN_CFLAGS", '"%s"' % flag_string),
             ]
+            if ext.name == "tinygrad_bn._ext._cpu":  # runs on any CPU: no -march, no OpenMP
+                ext.extra_compile_args = _compile_flags()
+                ext.extra_link_args = []
+                ext.define_macros.append(("TGBN_TARGET_MACROS", '"%s"' % _target_macros(cflags)))
         super().build_extensions()
 
     def copy_extensions_to_source(self):
@@ -110,6 +162,7 @@ def _extensions():
         "nonecheck": False,
         "embedsignature": True,
     }
+    _render_templates()
     exts = []
     for pyx in sorted(glob(os.path.join("ext", "*.pyx"))):
         name = os.path.splitext(os.path.basename(pyx))[0]

@@ -7,15 +7,16 @@
 # Layout (Goto/BLIS style): columns in blocks of NC, K in KC-deep slices; per slice, B is
 # packed once into NR-wide column panels shared by all threads; rows are cut into blocks
 # (one per prange iteration), each thread packing its own A block into MR-row micro-panels;
-# a 6 x 32 register tile (12 AVX-512 accumulators in float32, 24 in float64) does the FMAs,
-# a 6 x 16 one the ragged last panel. What does not pay is skipped: A is read in place (any
-# strides) while its K slice fits L2, B too for few rows with contiguous rows, and no
+# a 6 x NR register tile does the FMAs, a 6 x NH one the ragged last panel (NR and NH come
+# from the compiler's target: microkernel.pxd.tp). What does not pay is skipped: A is read
+# in place (any strides) while its K slice fits L2, B too for few rows with contiguous rows, and no
 # threads are started below PAR_MIN_WORK multiply-adds.
 # Every C element is summed in the same order whatever the thread count, so results are
 # bit-identical for 1 or many threads.
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
+from microkernel cimport MR, NR, NH, tile
 
 cdef extern from *:
     """
@@ -29,161 +30,20 @@ cdef extern from *:
     int tgbn_max_threads() noexcept nogil
 
 cdef enum:
-    MR = 6               # rows of the register tile
-    NR = 32              # columns of the register tile: 2 zmm of float32, 4 of float64
-    NH = 16              # columns of the tile for a ragged last panel (N % NR <= NH)
     MC = 144             # rows per packed A block (fits L2 with KC)
     NC = 4096            # columns per packed B block (multiple of NR)
     KC = 256             # depth of a K slice for float32 (float64 uses KC // 2: same bytes)
     PACK_A_MIN_BYTES = 384 * 1024  # A read in place while its K slice (M x KC) stays in L2
-    DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place
+    DIRECT_B_MAX_M = 96  # up to this many rows a row-contiguous B is read in place,
+    DIRECT_B_MAX_BYTES = 64 * 1024  # and for any rows when its K slice is this small: packing
+                                    # costs more than it saves (dW of 100x100: 1.14x faster in
+                                    # place; a 60x1024 slice: 1.5x slower, measured on Zen 5)
     PAR_MIN_WORK = 1 << 20   # multiply-adds (~30 us on one core) below which one thread wins:
                              # 60x100@100x100 ran 16 us on 1 thread, 24 us on 2 (measured)
 
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
-
-
-cdef inline void micro_tile(Py_ssize_t kc,
-                            const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
-                            const floating* b, Py_ssize_t b_ks,
-                            floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
-    """c[:mr, :nr] (+)= a[:mr, :kc] @ b[:kc, :NR] for kc >= 1; a(r, k) = a[r*a_rs + k*a_ks], b(k, j) = b[k*b_ks + j]."""
-    cdef floating acc[MR][NR]
-    cdef floating x0, x1, x2, x3, x4, x5, bj
-    cdef Py_ssize_t k, j, r
-    # Rows past mr re-read row mr-1 (never out of bounds); their sums are not stored.
-    cdef const floating* a0 = a
-    cdef const floating* a1 = a + (1 if mr > 1 else mr - 1) * a_rs
-    cdef const floating* a2 = a + (2 if mr > 2 else mr - 1) * a_rs
-    cdef const floating* a3 = a + (3 if mr > 3 else mr - 1) * a_rs
-    cdef const floating* a4 = a + (4 if mr > 4 else mr - 1) * a_rs
-    cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
-    # k = 0 initializes acc: zeroing it first becomes a memset call, which pins acc in memory
-    for j in range(NR):
-        bj = b[j]
-        acc[0][j] = a0[0] * bj
-        acc[1][j] = a1[0] * bj
-        acc[2][j] = a2[0] * bj
-        acc[3][j] = a3[0] * bj
-        acc[4][j] = a4[0] * bj
-        acc[5][j] = a5[0] * bj
-    for k in range(1, kc):
-        a0 += a_ks
-        a1 += a_ks
-        a2 += a_ks
-        a3 += a_ks
-        a4 += a_ks
-        a5 += a_ks
-        b += b_ks
-        x0 = a0[0]
-        x1 = a1[0]
-        x2 = a2[0]
-        x3 = a3[0]
-        x4 = a4[0]
-        x5 = a5[0]
-        # one 32-wide loop with six statements: gcc keeps acc in zmm registers and
-        # emits one broadcast + FMA per row and vector (checked with objdump)
-        for j in range(NR):
-            bj = b[j]
-            acc[0][j] += x0 * bj
-            acc[1][j] += x1 * bj
-            acc[2][j] += x2 * bj
-            acc[3][j] += x3 * bj
-            acc[4][j] += x4 * bj
-            acc[5][j] += x5 * bj
-    if mr == MR and nr == NR:
-        if add:
-            for r in range(MR):
-                for j in range(NR):
-                    c[r * ldc + j] += acc[r][j]
-        else:
-            for r in range(MR):
-                for j in range(NR):
-                    c[r * ldc + j] = acc[r][j]
-    else:
-        for r in range(mr):
-            if add:
-                for j in range(nr):
-                    c[r * ldc + j] += acc[r][j]
-            else:
-                for j in range(nr):
-                    c[r * ldc + j] = acc[r][j]
-
-
-cdef inline void micro_tile16(Py_ssize_t kc,
-                              const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
-                              const floating* b, Py_ssize_t b_ks,
-                              floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
-    """micro_tile for a ragged last panel of nr <= NH columns, at half the FMAs."""
-    cdef floating acc[MR][NH]
-    cdef floating x0, x1, x2, x3, x4, x5, bj
-    cdef Py_ssize_t k, j, r
-    cdef const floating* a0 = a
-    cdef const floating* a1 = a + (1 if mr > 1 else mr - 1) * a_rs
-    cdef const floating* a2 = a + (2 if mr > 2 else mr - 1) * a_rs
-    cdef const floating* a3 = a + (3 if mr > 3 else mr - 1) * a_rs
-    cdef const floating* a4 = a + (4 if mr > 4 else mr - 1) * a_rs
-    cdef const floating* a5 = a + (5 if mr > 5 else mr - 1) * a_rs
-    for j in range(NH):
-        bj = b[j]
-        acc[0][j] = a0[0] * bj
-        acc[1][j] = a1[0] * bj
-        acc[2][j] = a2[0] * bj
-        acc[3][j] = a3[0] * bj
-        acc[4][j] = a4[0] * bj
-        acc[5][j] = a5[0] * bj
-    for k in range(1, kc):
-        a0 += a_ks
-        a1 += a_ks
-        a2 += a_ks
-        a3 += a_ks
-        a4 += a_ks
-        a5 += a_ks
-        b += b_ks
-        x0 = a0[0]
-        x1 = a1[0]
-        x2 = a2[0]
-        x3 = a3[0]
-        x4 = a4[0]
-        x5 = a5[0]
-        for j in range(NH):
-            bj = b[j]
-            acc[0][j] += x0 * bj
-            acc[1][j] += x1 * bj
-            acc[2][j] += x2 * bj
-            acc[3][j] += x3 * bj
-            acc[4][j] += x4 * bj
-            acc[5][j] += x5 * bj
-    if mr == MR and nr == NH:
-        if add:
-            for r in range(MR):
-                for j in range(NH):
-                    c[r * ldc + j] += acc[r][j]
-        else:
-            for r in range(MR):
-                for j in range(NH):
-                    c[r * ldc + j] = acc[r][j]
-    else:
-        for r in range(mr):
-            if add:
-                for j in range(nr):
-                    c[r * ldc + j] += acc[r][j]
-            else:
-                for j in range(nr):
-                    c[r * ldc + j] = acc[r][j]
-
-
-cdef inline void tile(Py_ssize_t kc,
-                      const floating* a, Py_ssize_t a_rs, Py_ssize_t a_ks, Py_ssize_t mr,
-                      const floating* b, Py_ssize_t b_ks,
-                      floating* c, Py_ssize_t ldc, Py_ssize_t nr, bint add) noexcept nogil:
-    """The register tile that fits nr columns (e.g. N = 100 = 3 * 32 + 4 ends with a 16-wide one)."""
-    if nr <= NH:
-        micro_tile16(kc, a, a_rs, a_ks, mr, b, b_ks, c, ldc, nr, add)
-    else:
-        micro_tile(kc, a, a_rs, a_ks, mr, b, b_ks, c, ldc, nr, add)
 
 
 cdef inline void pack_b_panel(Py_ssize_t kc, Py_ssize_t nr, const floating* b,
@@ -262,7 +122,8 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         return 0
     kc_max = min(kc_max, K)
     pack_a = M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
-    pack_b = pack_a or sb1 != 1 or M > DIRECT_B_MAX_M
+    pack_b = pack_a or sb1 != 1 or (
+        M > DIRECT_B_MAX_M and kc_max * N * <Py_ssize_t> sizeof(floating) > DIRECT_B_MAX_BYTES)
     # columns go in blocks of NC: bounds the packed-B buffer (smaller NC measured no faster)
     ncb = NC
     npanel = _cdiv(min(ncb, N), NR)

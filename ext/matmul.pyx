@@ -10,8 +10,12 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from gemm cimport gemm, tgbn_max_threads, PAR_MIN_WORK
+from microkernel cimport MR, NR, NH, TGBN_GEMM_PATH
 
 cnp.import_array()
+
+GEMM_PATH = TGBN_GEMM_PATH.decode("ascii")  # "avx512", "avx2" or "portable": see microkernel.pxd.tp
+GEMM_TILE = (MR, NR, NH)  # register tile rows, columns, columns of the ragged-panel tile
 
 
 cdef object _usable(object x):
@@ -28,18 +32,24 @@ cdef object _usable(object x):
 
 
 cdef void _check(object a, object b) except *:
-    """The dispatcher validates; this cheap re-check keeps a direct call from reading out of bounds."""
+    """What memory safety needs, for a direct call (the kernel door validates the rest):
+    arrays, one float dtype in native byte order (the GEMM reads raw floats), 2D or 3D,
+    and shapes that agree (the GEMM trusts them for every index). Any strides are fine."""
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-        raise TypeError(f"matmul: expected numpy arrays, got {type(a).__name__} @ {type(b).__name__}")
+        raise TypeError(
+            f"matmul: expected numpy arrays (got {type(a).__name__} @ {type(b).__name__})")
     cdef cnp.ndarray A = <cnp.ndarray> a
     cdef cnp.ndarray B = <cnp.ndarray> b
     cdef int nd = cnp.PyArray_NDIM(A)
     cdef int ta = cnp.PyArray_TYPE(A)
-    if ta != cnp.PyArray_TYPE(B) or (ta != cnp.NPY_FLOAT and ta != cnp.NPY_DOUBLE):
-        raise TypeError(f"matmul: expected two float32 or two float64 arrays, got {a.dtype} @ {b.dtype}")
+    if (ta != cnp.PyArray_TYPE(B) or (ta != cnp.NPY_FLOAT and ta != cnp.NPY_DOUBLE)
+            or not cnp.PyArray_ISNOTSWAPPED(A) or not cnp.PyArray_ISNOTSWAPPED(B)):
+        raise TypeError("matmul: expected two float32 or two float64 arrays in native byte "
+                        f"order (got {a.dtype.str} @ {b.dtype.str})")
     if (nd != 2 and nd != 3) or cnp.PyArray_NDIM(B) != nd or a.shape[nd - 1] != b.shape[nd - 2] \
             or (nd == 3 and a.shape[0] != b.shape[0]):
-        raise ValueError(f"matmul: {a.shape} @ {b.shape}: expected (M, K) @ (K, N) or (B, M, K) @ (B, K, N)")
+        raise ValueError(
+            f"matmul: expected (M, K) @ (K, N) or (B, M, K) @ (B, K, N) (got {a.shape} @ {b.shape})")
 
 
 cdef int _batched(Py_ssize_t nbatch, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

@@ -15,7 +15,10 @@ from tinygrad_bn import kernels as K
 
 K.require_extension()  # a missing build fails this module instead of testing NumPy against itself
 
-MR, NR, MC, KC, NC = 6, 32, 144, 256, 4096  # ext/gemm.pxd
+from tinygrad_bn._ext import matmul as ext  # noqa: E402
+
+MR, NR, NH = ext.GEMM_TILE  # the register tile of the path this build chose (microkernel.pxd.tp)
+MC, KC, NC = 144, 256, 4096  # ext/gemm.pxd
 PACK_A_MIN_M, DIRECT_B_MAX_M = 385, 96  # rows where float32 A gets packed (K >= KC)
 EDGES = sorted(
     {
@@ -28,6 +31,11 @@ EDGES = sorted(
         NR - 1,
         NR,
         NR + 1,
+        NH - 1,
+        NH,
+        NH + 1,
+        2 * NR + NH,
+        2 * NR + NH + 1,
         DIRECT_B_MAX_M,
         DIRECT_B_MAX_M + 1,
         MC - 1,
@@ -155,7 +163,18 @@ def test_matmul_mlp_shapes(threads, m, k, n, lay, dtype):
 
 
 @pytest.mark.parametrize(
-    "m,k,n", [(300, 600, 200), (257, 513, 65), (1, 1000, 1), (7, 33, NC + 4), (400, 300, NC + 1)]
+    "m,k,n",
+    [
+        (300, 600, 200),
+        (257, 513, 65),
+        (1, 1000, 1),
+        (7, 33, NC + 4),
+        (400, 300, NC + 1),
+        # more than DIRECT_B_MAX_M rows: float32 B read in place up to a 64 KiB K slice
+        (97, 128, 128),
+        (97, 128, 129),
+        (150, 60, 1024),
+    ],
 )
 def test_matmul_large_blocks(threads, m, k, n):
     """Several K slices, row blocks and column blocks, ragged everywhere: the packed path."""
@@ -205,8 +224,6 @@ def test_matmul_deterministic_across_calls_and_threads():
 
 def test_matmul_is_the_compiled_kernel():
     """The cython backend really calls the extension (not the NumPy fallback)."""
-    from tinygrad_bn._ext import matmul as ext
-
     assert "matmul" in K.info()["compiled_kernels"]
     a = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(ext.matmul(a, a.T), a @ a.T)
@@ -221,14 +238,35 @@ def test_matmul_is_the_compiled_kernel():
         (np.ones((2, 3)), np.ones((4, 2)), ValueError),
         (np.ones(3), np.ones(3), ValueError),
         (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError),
+        # byte order: the GEMM reads raw native floats, so swapped bytes would be garbage
+        (np.ones((2, 3), ">f4"), np.ones((3, 2), ">f4"), TypeError),
+        (np.ones((2, 3), "<f4"), np.ones((3, 2), ">f4"), TypeError),
+        (np.ones((2, 3), ">f8"), np.ones((3, 2), ">f8"), TypeError),
+        (np.ones((2, 3, 4)), np.ones((4, 5)), ValueError),
+        (np.ones((1, 2, 3, 4)), np.ones((1, 2, 4, 3)), ValueError),
+        (np.float64(1.0), np.float64(1.0), TypeError),
+        (np.ones(()), np.ones(()), ValueError),
+        (np.ones((2, 3), np.float16), np.ones((3, 2), np.float16), TypeError),
+        (np.ones((2, 3), np.complex64), np.ones((3, 2), np.complex64), TypeError),
     ],
 )
 def test_matmul_direct_call_validates(a, b, err):
     """The compiled function re-checks what it indexes with: a direct call errors, never crashes."""
-    from tinygrad_bn._ext import matmul as ext
-
-    with pytest.raises(err):
+    with pytest.raises(err, match="^matmul: expected"):
         ext.matmul(a, b)
+
+
+def test_matmul_direct_call_any_strides(threads):
+    """What the check lets through is safe: non-contiguous, negative, zero and odd-byte strides."""
+    rng = np.random.default_rng(6)
+    a0, b0 = random(rng, (37, 29), np.float32), random(rng, (29, 41), np.float32)
+    for la in LAYOUTS:
+        for lb in LAYOUTS:
+            check(a0, b0, ext.matmul(layout(a0, la), layout(b0, lb)))
+    raw = np.zeros(29 * 165 + 8, np.uint8)  # a row stride that is not whole elements
+    odd = np.ndarray((29, 41), np.float32, raw.data, 2, (165, 4))
+    odd[...] = b0
+    check(a0, b0, ext.matmul(a0, odd))
 
 
 def test_matmul_broadcast_views(threads):

@@ -294,6 +294,7 @@ def environment(threads):
     torch = _torch()
     return {
         **_environment.environment(threads),
+        "blas": _blas_info(threads),
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         # with threadpoolctl installed the run limits NumPy's BLAS to `threads`; without
         # it, BLAS keeps what OPENBLAS_NUM_THREADS said at import (default: all cores)
@@ -301,6 +302,25 @@ def environment(threads):
             str(threads) if _has_threadpoolctl() else os.environ.get("OPENBLAS_NUM_THREADS")
         ),
     }
+
+
+def _blas_info(threads):
+    """NumPy's BLAS as it runs under this benchmark, e.g. 'openblas 0.3.31 SkylakeX, 1 thread'
+    (the kernel OpenBLAS picked names the instruction set it uses; OPENBLAS_CORETYPE forces it)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl: pip install tinygrad_bn[bench])"
+    with _blas_threads(threads):
+        pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    return (
+        "; ".join(
+            f"{p['internal_api']} {p['version']} {p.get('architecture') or ''}, "
+            f"{p['num_threads']} thread{'s' if p['num_threads'] != 1 else ''}"
+            for p in pools
+        )
+        or "none found"
+    )
 
 
 # ---------------------------------------------------------------- running and reporting
@@ -351,6 +371,8 @@ def format_table(env, results):
     lines = [
         f"tinygrad_bn bench | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
         f"OpenMP {env['openmp']} | flags {env['compiler_flags']}",
+        f"GEMM path {env['gemm_path']} | CPU ISA {' '.join(env['cpu_isa']) or 'n/a'} | "
+        f"NumPy's BLAS {env['blas']}",
         f"numpy {env['numpy']} (BLAS threads: OPENBLAS_NUM_THREADS="
         f"{env['openblas_num_threads'] or 'unset, all cores'}) | torch "
         f"{env['torch'] or 'not installed'} | python {env['python']}",

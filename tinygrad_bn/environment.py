@@ -41,7 +41,8 @@ def environment(threads):
     """One dict of versions and machine facts; ``threads`` is the kernel thread count used.
 
     Keys: tinygrad_bn, python, numpy, matplotlib, tqdm, torch (None when not installed),
-    platform, cpu, cores, threads, backend, openmp, compiler_flags, numpy_fallback (the
+    platform, cpu, cores, threads, backend, openmp, compiler_flags, gemm_path, cpu_isa (the
+    CPU's vector-ISA flags), numpy_fallback (the
     kernels running on the NumPy reference), all from kernels.info() where it says them.
     """
     info = kernels.info()
@@ -56,5 +57,7 @@ def environment(threads):
         "backend": info["backend"],
         "openmp": info["openmp"],
         "compiler_flags": info["compiler_flags"],
+        "gemm_path": info["gemm_path"],
+        "cpu_isa": [f for f in info["cpu_isa"] if f in ("avx", "avx2", "fma", "avx512f")],
         "numpy_fallback": info["numpy_fallback"],
     }

@@ -14,6 +14,7 @@ is built) or ``"numpy"`` (``tinygrad_bn.kernels.reference``, same signatures).
 import contextlib
 import importlib
 import os
+import sys
 
 import numpy as np
 
@@ -135,6 +136,10 @@ def info():
         "openmp": bool(_CONFIG.openmp_enabled()) if _CONFIG is not None else False,
         "compiler_flags": _CONFIG.compiler_flags() if _CONFIG is not None else None,
         "compiled_kernels": sorted(_COMPILED),
+        # the GEMM's register tile ("avx512", "avx2", "portable": ext/microkernel.pxd.tp) and
+        # the x86 features this CPU has (ext/_cpu.pyx; still there when the kernels refused)
+        "gemm_path": getattr(sys.modules.get("tinygrad_bn._ext.matmul"), "GEMM_PATH", None),
+        "cpu_isa": list(getattr(sys.modules.get("tinygrad_bn._ext._cpu"), "cpu_isa", tuple)()),
         "numpy_fallback": [n for n in KERNELS if n not in _COMPILED],
         "import_errors": dict(_IMPORT_ERRORS),
     }
