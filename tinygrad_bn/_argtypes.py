@@ -36,7 +36,6 @@ def int_at_least(minimum):
 
 
 positive_int = int_at_least(1)
-nonnegative_int = int_at_least(0)
 
 
 def positive_float(text):

@@ -123,7 +123,7 @@ def _add_common(p, defaults, name, max_batch):
     p.add_argument(
         "--no-download",
         action="store_true",
-        help="fail instead of downloading MNIST files missing from --data-dir",
+        help="fail instead of downloading MNIST files missing from --data-dir or $TINYGRAD_BN_DATA",
     )
     p.add_argument(
         "--out",
