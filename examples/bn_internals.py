@@ -12,11 +12,12 @@ default) and with momentum=None (the cumulative average, the paper's literal for
 the true statistics of the whole training set, and show why the running variance uses the
 *unbiased* batch variance m/(m-1) var_B. A plot is written to --out.
 
-    python examples/bn_internals.py                      # writes bn_internals.png here
+    python examples/bn_internals.py          # writes runs/examples/bn_internals.png
     python examples/bn_internals.py --batches 200 --out /tmp/bn.png
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -136,12 +137,17 @@ def plot(history, biased, true_mean, true_var, batch_size, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--batch-size", type=int, default=8, help="mini-batch size m")
     p.add_argument("--batches", type=int, default=1000, help="mini-batches for Algorithm 2")
     p.add_argument("--eps", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bn_internals.png", help="where to write the plot")
+    p.add_argument(
+        "--out",
+        default=os.path.join("runs", "examples", "bn_internals.png"),
+        help="where to write the plot; its folder is created (default: %(default)s, beside "
+        "the outputs of `tinygrad-bn fig1`, which git ignores)",
+    )
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: load_mnist's)")
     args = p.parse_args(argv)
     if args.batch_size < 2 or args.batches < 1 or not args.eps > 0:
@@ -175,6 +181,7 @@ def main(argv=None):
         f"average of biased var_B  {biased.mean(axis=0)}   (too small by (m-1)/m = "
         f"{(m - 1) / m:.3f}: why running_var uses m/(m-1) var_B)"
     )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plot(history, biased, true_mean, true_var, args.batch_size, args.out)
     print(f"wrote {args.out}")
 

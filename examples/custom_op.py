@@ -7,7 +7,7 @@ hypothesis draws tensors, ``assert_matches_numpy`` compares the forward with a N
 reference, ``assert_grad_close`` compares the backward with float64 central differences.
 Then the same check is run on an op with a deliberate bug, to show what a failure says.
 
-    python examples/custom_op.py                 # needs hypothesis (pip install ".[test]")
+    python examples/custom_op.py                 # needs the test extra: pip install ".[test]"
     python examples/custom_op.py --examples 200
 """
 
@@ -16,8 +16,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # a plain `pip install .` has no hypothesis: say what to install
+    sys.exit(
+        "custom_op.py needs hypothesis, which the test extra installs: "
+        'pip install "tinygrad_bn[test]" (from a clone: pip install ".[test]")'
+    )
 
 try:
     import tinygrad_bn as tg
@@ -61,7 +68,7 @@ def check(op, examples):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--examples", type=int, default=50, help="hypothesis examples per check")
     args = p.parse_args(argv)
     if args.examples < 1:

@@ -1,12 +1,12 @@
-"""Shared test setup: hypothesis profiles and the MNIST data location.
+"""Shared test setup: hypothesis profiles and kernel fixtures.
 
 HYPOTHESIS_PROFILE picks the profile: "dev" (fast, the default), "ci" (thorough and
 derandomized, used by .ci/run) or "explore" (many fresh random examples).
-TINYGRAD_BN_DATA defaults to ../shared/mnist beside the repository.
+MNIST comes from the copy bundled with the package (tinygrad_bn/data/mnist_data), or from
+$TINYGRAD_BN_DATA when that is set: the tests need nothing outside the clone.
 """
 
 import os
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
@@ -31,10 +31,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-_REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("TINYGRAD_BN_DATA", str(_REPO.parent / "shared" / "mnist"))
-
 
 import pytest  # noqa: E402
 

@@ -41,6 +41,7 @@ def test_quick_run_writes_json_with_expected_keys(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "numpy/ours" in proc.stdout and "batchnorm train fwd+bwd" in proc.stdout
+    assert proc.stdout.startswith("tinygrad_bn bench --quick: a smoke run")  # not a measurement
     data = json.loads(out.read_text())
     env = data["environment"]
     assert {

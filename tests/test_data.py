@@ -1,6 +1,7 @@
 """Tests for tinygrad_bn.data: the IDX reader/writer, load_mnist, batches and preprocessing."""
 
 import gzip
+import hashlib
 import os
 import shutil
 import time
@@ -35,20 +36,12 @@ IDX_DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The real MNIST directory from $TINYGRAD_BN_DATA; a missing one is a failure, not a skip."""
-    root = os.environ.get("TINYGRAD_BN_DATA")
-    if not root:
-        pytest.fail(
-            "TINYGRAD_BN_DATA is unset: point it at the directory holding the four MNIST .gz files"
-        )
-    missing = [
-        n
-        for n in FILES
-        if not (Path(root) / f"{n}.gz").is_file() and not (Path(root) / n).is_file()
-    ]
+    """The MNIST copy bundled with the package; a missing file is a failure, not a skip."""
+    root = Path(mnist_module.BUNDLED)
+    missing = [n for n in FILES if not (root / f"{n}.gz").is_file()]
     if missing:
-        pytest.fail(f"TINYGRAD_BN_DATA={root} lacks MNIST files {missing}")
-    return Path(root)
+        pytest.fail(f"the bundled MNIST copy {root} lacks {missing}: reinstall the package")
+    return root
 
 
 def idx_bytes(code, shape, payload):
@@ -199,10 +192,13 @@ def test_read_idx_missing_file(tmp_path):
 
 
 def test_load_mnist_real_data(mnist_dir, monkeypatch):
-    monkeypatch.setenv("TINYGRAD_BN_DATA", str(mnist_dir))
+    # no argument, no TINYGRAD_BN_DATA: the bundled copy, verified, offline
+    monkeypatch.delenv("TINYGRAD_BN_DATA", raising=False)
+    monkeypatch.setattr(mnist_module, "MIRRORS", ())  # nothing may be downloaded
+    assert mnist_root() == str(mnist_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # verified MNIST loads without the not-verified notice
-        ds = load_mnist(download=False)
+        ds = load_mnist()
     assert isinstance(ds, MNIST) and isinstance(ds.train, Split)
     (x_train, y_train), (x_test, y_test) = ds
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
@@ -214,6 +210,35 @@ def test_load_mnist_real_data(mnist_dir, monkeypatch):
     assert ds.train_images is x_train and ds.train_labels is y_train
     assert ds.test_images is x_test and ds.test_labels is y_test
     assert "uint8(60000, 28, 28)" in repr(ds)
+
+
+def test_bundled_checksum_manifest_matches_the_verified_sums(mnist_dir):
+    lines = (mnist_dir / "SHA256SUMS.uncompressed").read_text().split("\n")
+    assert dict(reversed(line.split()) for line in lines if line) == mnist_module.SHA256
+
+
+def test_tampered_bundled_copy_is_refused(mnist_dir, tmp_path, monkeypatch):
+    bundle = link_mnist(mnist_dir, tmp_path / "bundle", skip=["train-labels-idx1-ubyte"])
+    labels = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    labels[-1] = (labels[-1] + 1) % 10
+    labels_gz = "train-labels-idx1-ubyte.gz"
+    write_idx(bundle / labels_gz, labels)
+    monkeypatch.setattr(mnist_module, "BUNDLED", str(bundle))
+    monkeypatch.delenv("TINYGRAD_BN_DATA", raising=False)
+    with pytest.raises(DatasetError) as info:
+        load_mnist()
+    message = str(info.value)
+    assert str(bundle / labels_gz) in message and "reinstall" in message
+    found = hashlib.sha256(gzip.decompress(bundle.joinpath(labels_gz).read_bytes())).hexdigest()
+    assert found in message and mnist_module.SHA256["train-labels-idx1-ubyte"] in message
+
+
+def test_data_environment_variable_wins_over_the_bundled_copy(tmp_path, monkeypatch):
+    arrays = write_small_dataset(tmp_path / "env")
+    monkeypatch.setenv("TINYGRAD_BN_DATA", str(tmp_path / "env"))
+    with pytest.warns(DatasetNotVerifiedWarning):
+        ds = load_mnist(download=False)
+    np.testing.assert_array_equal(ds.test.images, arrays["t10k-images-idx3-ubyte"])
 
 
 def test_altered_file_is_named(mnist_dir, tmp_path):
@@ -348,13 +373,17 @@ def test_no_mnist_download_into_other_dataset(mnist_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "other" / "t10k-labels-idx1-ubyte.gz").exists()
 
 
-def test_root_resolution(tmp_path, monkeypatch):
+def test_root_resolution(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TINYGRAD_BN_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert mnist_root(tmp_path / "arg") == str(tmp_path / "arg")
     assert mnist_root() == str(tmp_path / "env")
     monkeypatch.delenv("TINYGRAD_BN_DATA")
+    assert mnist_root() == str(mnist_dir)
+    # a package built without its data falls back to the per-user cache (and downloads)
+    incomplete = link_mnist(mnist_dir, tmp_path / "incomplete", skip=["t10k-labels-idx1-ubyte"])
+    monkeypatch.setattr(mnist_module, "BUNDLED", str(incomplete))
     assert mnist_root() == str(tmp_path / "xdg" / "tinygrad_bn" / "mnist")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     assert mnist_root() == str(tmp_path / "home" / ".cache" / "tinygrad_bn" / "mnist")

@@ -3,6 +3,7 @@ check what it prints and writes. Steps are reduced so the whole file stays well 
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,32 @@ def test_bn_internals_prints_both_algorithms_and_writes_the_plot(tmp_path):
         assert b < t
 
 
-def test_bn_internals_default_out_is_the_current_directory(tmp_path):
+def test_bn_internals_writes_into_an_output_folder_that_git_ignores(tmp_path):
     run_example("bn_internals.py", "--batches", "20", cwd=tmp_path)
-    assert (tmp_path / "bn_internals.png").stat().st_size > 0
+    assert os.listdir(tmp_path) == ["runs"]  # nothing in the current directory itself
+    plot = Path("runs", "examples", "bn_internals.png")
+    assert (tmp_path / plot).stat().st_size > 0
+    # run from a clone's root, the same path would not show up in `git status`
+    root = EXAMPLES.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(plot)], cwd=root)
+    assert ignored.returncode == 0, f"{plot} is not ignored by git"
+
+
+def test_custom_op_without_hypothesis_says_which_extra(tmp_path):
+    blocker = (
+        "import sys\n"
+        "class NoHypothesis:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'hypothesis':\n"
+        "            raise ImportError('No module named hypothesis (hidden by the test)')\n"
+        "sys.meta_path.insert(0, NoHypothesis())\n"
+        f"sys.argv = ['custom_op.py']\n"
+        f"exec(compile(open({str(EXAMPLES / 'custom_op.py')!r}).read(), 'custom_op.py', 'exec'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocker], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "needs hypothesis" in proc.stderr and ".[test]" in proc.stderr

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import environment as _environment
 from . import kernels
-from ._argtypes import positive_int
+from ._argtypes import new_file, positive_int
 
 IMPLS = ("ours", "numpy", "torch")
 
@@ -367,9 +367,12 @@ def _ratio(r):
     return "n/a" if r is None else f"{r:.2f}x"
 
 
-def format_table(env, results):
+def format_table(env, results, quick=False):
+    title = "tinygrad_bn bench"
+    if quick:
+        title += " --quick: a smoke run (1 timed call each), not a measurement"
     lines = [
-        f"tinygrad_bn bench | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
+        f"{title} | {env['cpu']} | cores {env['cores']} | threads {env['threads']} | "
         f"OpenMP {env['openmp']} | flags {env['compiler_flags']}",
         f"GEMM path {env['gemm_path']} | CPU ISA {' '.join(env['cpu_isa']) or 'n/a'} | "
         f"NumPy's BLAS {env['blas']}",
@@ -397,7 +400,9 @@ def format_table(env, results):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="tinygrad-bn bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="tinygrad-bn bench", description=__doc__.split("\n")[0], allow_abbrev=False
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -415,7 +420,13 @@ def parse_args(argv):
         metavar="SUBSTR",
         help="run only cases whose name or shape contains SUBSTR",
     )
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results here")
+    p.add_argument(
+        "--json",
+        type=new_file,  # checked now, not after the whole benchmark
+        default=None,
+        metavar="PATH",
+        help="also write the results here (its folder must exist)",
+    )
     p.add_argument(
         "--budget",
         type=float,
@@ -461,7 +472,7 @@ def main(argv=None):
         for case in cases:
             results.append(run_case(case, threads, warmup, repeats, budget))
             print(f"  {case.name} {case.shape}: done", file=sys.stderr, flush=True)
-    print(format_table(env, results))
+    print(format_table(env, results, quick=args.quick))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "quick": args.quick, "results": results}, f, indent=1)

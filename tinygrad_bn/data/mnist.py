@@ -1,5 +1,9 @@
 """MNIST: find the four IDX files, download the missing ones, verify them, and load them.
 
+MNIST itself ships with the package (``BUNDLED``: Yann LeCun and Corinna Cortes's MNIST,
+CC BY-SA 3.0, see the README.txt there), so ``load_mnist()`` works offline; a directory
+given by argument or by $TINYGRAD_BN_DATA wins over it.
+
 Any directory holding the four standard file names loads the same way, so Fashion-MNIST,
 KMNIST and other MNIST-format datasets work too; only files that claim to be MNIST (one of
 them matches a known checksum) must all be MNIST.
@@ -26,6 +30,8 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 DOWNLOAD_TIMEOUT = 30  # seconds per attempt
+# The copy shipped as package data (the wheel and the sdist carry it).
+BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_data")
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -98,13 +104,18 @@ class MNIST(NamedTuple):
 
 
 def mnist_root(root=None):
-    """The dataset directory: ``root``, else $TINYGRAD_BN_DATA, else the per-user cache directory.
+    """The dataset directory: ``root``, else $TINYGRAD_BN_DATA, else the bundled copy.
 
-    The cache directory is ``$XDG_CACHE_HOME/tinygrad_bn/mnist``, or ``~/.cache/tinygrad_bn/mnist``
-    when XDG_CACHE_HOME is unset or not absolute (as the XDG spec says).
+    The bundled copy is ``BUNDLED`` inside the installed package. Only when it is incomplete
+    (a build that left the package data out) does the default fall back to the per-user cache
+    directory, where missing files are downloaded: ``$XDG_CACHE_HOME/tinygrad_bn/mnist``, or
+    ``~/.cache/tinygrad_bn/mnist`` when XDG_CACHE_HOME is unset or not absolute (as the XDG
+    spec says).
     """
     if root is None:
         root = os.environ.get("TINYGRAD_BN_DATA") or None
+    if root is None and all(_find(BUNDLED, name) for name in FILES):
+        return BUNDLED
     if root is None:
         cache = os.environ.get("XDG_CACHE_HOME", "")
         if not os.path.isabs(cache):
@@ -119,8 +130,10 @@ def load_mnist(root=None, download=True):
     Returns ``MNIST(train=Split(images, labels), test=Split(images, labels))`` with images uint8
     (N, H, W) and labels int64 (N,) (int64 like torchvision's targets: ready to index with).
     Files may be gzipped (``<name>.gz``) or raw (``<name>``); raw wins when both exist.
-    ``root`` is resolved by mnist_root. With ``download=True`` missing files are fetched from
-    MIRRORS into ``root`` (atomically, checksum verified before they are kept).
+    ``root`` is resolved by mnist_root: the argument, else $TINYGRAD_BN_DATA, else the copy
+    bundled with the package. With ``download=True`` files missing from ``root`` (an empty
+    directory given as ``root``, say) are fetched from MIRRORS into it (atomically, checksum
+    verified before they are kept).
 
     Verification judges the directory as a whole, by the SHA-256 of the decompressed files: if any
     file matches a known MNIST checksum, all four must match their own; if none does, the files are
@@ -214,10 +227,15 @@ def _verify(root, paths, digests):
             hint = f" (that is MNIST's {_KNOWN[digest]})" if digest in _KNOWN else ""
             bad.append(f"  {paths[name]}: SHA-256 {digest}{hint}, expected {SHA256[name]}")
     if bad:
+        fix = (
+            "reinstall tinygrad_bn (pip install --force-reinstall tinygrad_bn), or set "
+            "TINYGRAD_BN_DATA to a directory with good copies"
+            if root == BUNDLED
+            else "delete and re-download"
+        )
         raise DatasetError(
             f"{root} holds MNIST files, but {len(bad)} of them is damaged or altered "
-            "(SHA-256 of the decompressed content differs); delete and re-download:\n"
-            + "\n".join(bad)
+            f"(SHA-256 of the decompressed content differs); {fix}:\n" + "\n".join(bad)
         )
 
 

@@ -15,11 +15,27 @@ def _pyplot():
     return plt
 
 
+# (b) and (c): the three percentiles in one colour per network, told apart by line style
+PERCENTILES = (
+    ("p15", ":", "15th percentile"),
+    ("p50", "-", "median"),
+    ("p85", "--", "85th percentile"),
+)
+
+
 def fig1(results, path):
     """Paper Figure 1: (a) test accuracy vs steps, (b, c) the probed input's 15/50/85th percentiles.
 
     With several seeds, (a) shows the mean and the min-max band; (b, c) show the first seed.
     """
+    plt = _pyplot()
+    fig = fig1_figure(results)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def fig1_figure(results):
+    """The matplotlib Figure that fig1 saves."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     runs = results["runs"]
@@ -55,8 +71,8 @@ def fig1(results, path):
             ax.set_visible(False)
             continue
         c = mine[0]["curve"]
-        for key, style in (("p15", "--"), ("p50", "-"), ("p85", "--")):
-            ax.plot(c["step"], c[key], style, color=COLORS[network], label=key)
+        for key, style, label in PERCENTILES:
+            ax.plot(c["step"], c[key], style, color=COLORS[network], label=label)
         ax.set(title=f"{name}: input of sigmoid unit {unit}", xlabel="training steps")
         ax.legend(loc="best", fontsize="small")
         ax.grid(alpha=0.3)
@@ -74,8 +90,7 @@ def fig1(results, path):
         for ax in axes[1:]:
             ax.set_ylim(min(ys) - pad, max(ys) + pad)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def claims(results, path):

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -54,6 +55,36 @@ def _load_extension():
 
 
 _COMPILED, _CONFIG, _IMPORT_ERRORS = _load_extension()
+
+
+def _warn_if_missing():
+    """Warn (once: at import) when kernels fall back to NumPy, saying why and how to fix it.
+
+    The common cause is an unbuilt source tree: run from a clone's root, its tinygrad_bn/
+    shadows an installed copy, and nothing else would say that the ops now run on NumPy.
+    """
+    missing = [n for n in KERNELS if n not in _COMPILED] + (["_config"] if _CONFIG is None else [])
+    if not missing:
+        return
+    what = "all of them" if not _COMPILED else ", ".join(missing)
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.path.isfile(os.path.join(tree, "setup.py")):
+        why = f"tinygrad_bn was imported from the unbuilt source tree {tree}"
+        fix = "build it with `pip install -e .` or `python setup.py build_ext --inplace`"
+    else:
+        why = "this installation has no working compiled kernels"
+        fix = "reinstall it with a C compiler (`pip install --force-reinstall --no-cache-dir .`)"
+    first_error = next(iter(_IMPORT_ERRORS.values()), "not built")
+    warnings.warn(
+        f"tinygrad_bn: compiled kernels missing ({what}; {first_error}), so the "
+        f"slower NumPy reference kernels run instead: {why}; {fix}. "
+        "tinygrad_bn.kernels.info() lists which kernels fell back.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+_warn_if_missing()
 _backend = "cython" if _COMPILED else "numpy"
 
 
