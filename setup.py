@@ -115,9 +115,12 @@ def _render_templates():
         with open(tp) as f:
             text = Tempita.Template(f.read(), name=tp).substitute()
         out = tp[: -len(".tp")]
-        if not os.path.exists(out) or open(out).read() != text:
-            with open(out, "w") as f:
-                f.write(text)
+        if os.path.exists(out):
+            with open(out) as f:
+                if f.read() == text:
+                    continue  # unchanged: keeps the timestamps that spare a rebuild
+        with open(out, "w") as f:
+            f.write(text)
 
 
 class BuildExt(build_ext):

@@ -9,12 +9,13 @@ ImportError (the NumPy backend takes over) instead of dying of an illegal instru
 cdef extern from *:
     """
     /* x86 features that -march can turn on and the compiler may use in float kernels;
-       the names are __builtin_cpu_supports's, the macros are __NAME__ with '.' -> '_' */
+       the names are __builtin_cpu_supports's (those gcc >= 9 and clang >= 9 both know:
+       f16c, movbe, lzcnt come with every AVX2 CPU), the macros are __NAME__, '.' -> '_' */
     #define TGBN_ISA(X) X("sse3") X("ssse3") X("sse4.1") X("sse4.2") X("popcnt") \
-        X("avx") X("avx2") X("fma") X("f16c") X("bmi") X("bmi2") X("movbe") X("lzcnt") \
+        X("avx") X("avx2") X("fma") X("bmi") X("bmi2") \
         X("avx512f") X("avx512cd") X("avx512vl") X("avx512bw") X("avx512dq") \
         X("avx512ifma") X("avx512vbmi") X("avx512vbmi2") X("avx512vnni") \
-        X("avx512bitalg") X("avx512vpopcntdq") X("avx512bf16") X("gfni") X("vaes") \
+        X("avx512bitalg") X("avx512vpopcntdq") X("avx512bf16") X("gfni") \
         X("vpclmulqdq") X("aes") X("pclmul")
     #define TGBN_NAME(s) s,
     static const char* tgbn_isa_names[] = { TGBN_ISA(TGBN_NAME) };

@@ -1,0 +1,80 @@
+"""The compiled matmul against NumPy's BLAS at 1 thread: 1024^3 and the Figure 1 MLP's products.
+
+    python benchmarks/gemm_paths.py [BLOCKS]        (needs threadpoolctl: pip install .[bench])
+
+Each case alternates blocks of ours and NumPy's (warm-up, then timed calls for a fixed time)
+in one process, and prints medians and the spread of the per-block ratio. To time another
+GEMM path on the same machine, run it from a scratch copy built with TINYGRAD_BN_MARCH (the
+copy's root on PYTHONPATH); OpenBLAS's kernel is printed (OPENBLAS_CORETYPE forces one).
+"""
+
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from tinygrad_bn import kernels
+from tinygrad_bn._ext import matmul as ext
+
+
+def _array(rng, shape):
+    return rng.uniform(-1, 1, shape).astype(np.float32)
+
+
+def cases(rng):
+    """(name, A, B): 1024^3, then the MLP (784-100-100-100-10, batch 60) forward and backward."""
+    x = lambda *s: _array(rng, s)  # noqa: E731
+    t = lambda *s: _array(rng, s).T  # noqa: E731  (a transposed view, as the engine passes)
+    return [
+        ("1024^3", x(1024, 1024), x(1024, 1024)),
+        ("fwd 60x784 @ 784x100", x(60, 784), x(784, 100)),
+        ("fwd 60x100 @ 100x100", x(60, 100), x(100, 100)),
+        ("fwd 60x100 @ 100x10", x(60, 100), x(100, 10)),
+        ("dX 60x100 @ (784x100).T", x(60, 100), t(784, 100)),
+        ("dX 60x100 @ (100x100).T", x(60, 100), t(100, 100)),
+        ("dW (60x784).T @ 60x100", t(60, 784), x(60, 100)),
+        ("dW (60x100).T @ 60x100", t(60, 100), x(60, 100)),
+    ]
+
+
+def block(fn, a, b, seconds):
+    """Median time of one call over a block of calls lasting about `seconds`."""
+    fn(a, b)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn(a, b)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main(blocks=7):
+    kernels.set_num_threads(1)
+    with threadpool_limits(limits=1, user_api="blas"):
+        blas = [
+            f"{p['internal_api']} {p['version']} {p.get('architecture')}, {p['num_threads']} thread"
+            for p in threadpool_info()
+            if p["user_api"] == "blas"
+        ]
+        info = kernels.info()
+        print(f"GEMM path {ext.GEMM_PATH} {ext.GEMM_TILE} | {info['compiler_flags']} | {blas}")
+        for name, a, b in cases(np.random.default_rng(0)):
+            seconds = 0.25 if name == "1024^3" else 0.08
+            ours, theirs = [], []
+            for _ in range(blocks):
+                ours.append(block(ext.matmul, a, b, seconds))
+                theirs.append(block(np.matmul, a, b, seconds))
+            np.testing.assert_allclose(ext.matmul(a, b), a @ b, rtol=1e-3, atol=1e-3)
+            ratio = np.array(theirs) / np.array(ours)
+            flop = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+            to, tt = np.median(ours), np.median(theirs)
+            print(
+                f"{name:25} ours {to * 1e6:9.1f} us {flop / to / 1e9:6.1f} GFLOP/s | numpy "
+                f"{tt * 1e6:9.1f} us {flop / tt / 1e9:6.1f} | numpy/ours {np.median(ratio):.2f}x "
+                f"[{ratio.min():.2f}-{ratio.max():.2f}]"
+            )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
