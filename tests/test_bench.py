@@ -20,6 +20,10 @@ REQUIRED_CASES = {
     "batchnorm train fwd+bwd",
     "fig1 MLP step",
     "fig1 MLP step +BN",
+    "fig1 MLP step jit",
+    "fig1 MLP step +BN jit",
+    "engine: op apply",
+    "engine: backward walk",
 }
 
 

@@ -11,6 +11,7 @@ from .ops import cat
 from .gradcheck import GradcheckError, gradcheck
 from . import functional, nn, optim, data
 from .checkpoint import CheckpointError, load, save
+from .jit import jit  # noqa: E402  (the decorator shadows its module's name, as in torch.jit)
 
 concatenate = cat
 zeros = Tensor.zeros

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from . import jit as _jit
 from .tensor import Tensor
 
 
@@ -51,6 +52,11 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in vars(cls):  # every optimizer's update is re-run by tg.jit replays
+            cls.step = _jit.replayed(cls.step)
+
     def _check_group(self, group):
         """Subclasses validate hyper-parameters here (ValueError)."""
 
@@ -82,6 +88,7 @@ class Optimizer:
         self._check_group(full)
         self.param_groups.append(full)
 
+    @_jit.replayed
     def zero_grad(self, set_to_none=True):
         """Set every parameter's gradient to None (or to zeros with set_to_none=False)."""
         for group in self.param_groups:

@@ -73,6 +73,7 @@ def run(
     threads=None,
     stop_after=None,
     log=print,
+    eager=False,
 ):
     """Train every variant for every seed; write results.json, claims.png and report.md."""
     config = {**DEFAULTS, **config}
@@ -124,6 +125,7 @@ def run(
                 dropout_rng=dropout_rng,
                 stop_after=stop_after,
                 progress=progress,
+                eager=eager,
                 desc=f"claims {name} seed {seed}",
             )
             runs.append(

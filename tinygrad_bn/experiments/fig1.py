@@ -70,6 +70,7 @@ def run(
     threads=None,
     stop_after=None,
     log=print,
+    eager=False,
 ):
     """Train both networks for every seed; write results.json, fig1.png and report.md in out_dir.
 
@@ -112,6 +113,7 @@ def run(
                 fingerprint=fingerprint,
                 stop_after=stop_after,
                 progress=progress,
+                eager=eager,
                 desc=f"fig1 {network} seed {seed}",
             )
             runs.append({"network": network, "seed": seed, "lr": lr, **out})

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .. import checkpoint
+from ..jit import jit
 from ..tensor import Tensor, no_grad
 
 _CHECKPOINT_VERSION = 1
@@ -87,6 +88,7 @@ def train_run(
     stop_after=None,
     progress=False,
     desc="",
+    eager=False,
 ):
     """Train ``model`` for ``steps`` SGD steps; return {"curve": {...}, "wall_s", "steps_per_s"}.
 
@@ -99,7 +101,8 @@ def train_run(
     ``fingerprint`` (a dict) identifies the configuration: resuming from a checkpoint with a
     different fingerprint raises ConfigMismatch. ``dropout_rng`` is the numpy Generator that
     dropout draws from (saved and restored). ``stop_after=k`` raises StopRequested after the
-    first checkpoint at a step >= k.
+    first checkpoint at a step >= k. The step (loss, zero_grad, backward, optimizer step) runs
+    under tg.jit, bit-identical to eager; ``eager=True`` runs it eagerly.
     """
     n_batches = len(train_x) // batch_size
     if n_batches < 1:
@@ -156,6 +159,15 @@ def train_run(
             state["dropout_rng"] = dropout_rng.bit_generator.state
         checkpoint.save(state, checkpoint_path)
 
+    def train_step(xb, yb):
+        loss = loss_fn(model, xb, yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if not eager:
+        train_step = jit(train_step)
     model.train()
     t0 = time.perf_counter()
     if step == 0 and not curve["step"]:
@@ -171,10 +183,7 @@ def train_run(
             if e != epoch:
                 epoch, order = e, epoch_order(seed, e, len(train_x))
             idx = order[b * batch_size : (b + 1) * batch_size]
-            loss = loss_fn(model, train_x[idx], train_y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = train_step(train_x[idx], train_y[idx])
             # a diverged run (NaN loss) is a result, not an error: it is recorded as is
             loss_sum += loss.item()
             loss_count += 1

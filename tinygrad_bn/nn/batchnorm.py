@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from ..jit import replayed
 from ..tensor import Tensor
 from . import init
 from .layers import _dtype, _size
@@ -128,8 +129,7 @@ class _BatchNorm(Module):
             self.eps,
         )
         if update:  # counted only once F.batch_norm has accepted the batch
-            count = self.num_batches_tracked.data
-            count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
+            _count_batch(self.num_batches_tracked.data)
         return out
 
     def extra_repr(self):
@@ -137,6 +137,11 @@ class _BatchNorm(Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+
+
+@replayed  # a tg.jit replay counts every batch too
+def _count_batch(count):
+    count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
 
 
 class BatchNorm1d(_BatchNorm):

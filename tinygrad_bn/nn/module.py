@@ -11,6 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import jit as _jit
 from ..tensor import Tensor
 
 
@@ -58,6 +59,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        if _jit.recorder is not None:  # a tg.jit plan holds only in this train/eval mode
+            _jit.recorder.module(self)
         return self.forward(*args, **kwargs)
 
     # ------------------------------------------------------------ registration
@@ -224,6 +227,7 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    @_jit.replayed
     def zero_grad(self, set_to_none=True):
         """Drop every parameter's gradient (or zero it in place with set_to_none=False)."""
         for p in self.parameters():
