@@ -24,6 +24,8 @@ REQUIRED_CASES = {
     "fig1 MLP step +BN jit",
     "engine: op apply",
     "engine: backward walk",
+    "engine: kernel door",
+    "engine: jit replay",
 }
 
 

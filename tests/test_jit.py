@@ -299,3 +299,19 @@ def test_errors_of_the_eager_engine_are_raised_while_recording():
         f(tg.Tensor(np.ones(3, dtype=np.float32), requires_grad=True))
     with pytest.raises(RuntimeError, match="only for scalar outputs"):
         f(tg.Tensor(np.ones(3, dtype=np.float32), requires_grad=True))
+
+
+def test_a_jitted_method_gets_a_plan_per_instance():
+    class Scaler:
+        def __init__(self, k):
+            self.w = tg.Tensor(np.full(2, k, dtype=np.float32))
+
+        @tg.jit
+        def __call__(self, x):
+            return x * self.w
+
+    a, b = Scaler(2.0), Scaler(3.0)
+    x = tg.Tensor(np.ones(2, dtype=np.float32))
+    for _ in range(2):
+        assert a(x).tolist() == [2.0, 2.0] and b(x).tolist() == [3.0, 3.0]
+    assert len(Scaler.__call__.plans) == 2

@@ -11,7 +11,10 @@ from .ops import cat
 from .gradcheck import GradcheckError, gradcheck
 from . import functional, nn, optim, data
 from .checkpoint import CheckpointError, load, save
-from .jit import jit  # noqa: E402  (the decorator shadows its module's name, as in torch.jit)
+
+# Last: tg.jit the decorator shadows the name of its module here; the engine modules, all
+# imported above, hold the module itself (elsewhere: `from tinygrad_bn.jit import ...`).
+from .jit import jit
 
 concatenate = cat
 zeros = Tensor.zeros

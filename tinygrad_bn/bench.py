@@ -294,15 +294,57 @@ def _engine_case(kind):
     """The Python engine's own cost on 1-element tensors, where the arithmetic is free:
     "apply" times 100 Function.apply calls (a + b with the graph recorded) against the bare
     NumPy adds; "backward" times the backward walk over a prebuilt chain of 100 ops against
-    the bare NumPy ops that walk runs, and torch's autograd over the same chain."""
+    the bare NumPy ops that walk runs, and torch's autograd over the same chain; "door" times
+    100 kernels.matmul calls on 1x1 matrices against bare `@`; "jit" times a tg.jit replay
+    of 50 multiplications and their backward (100 ops) against the bare NumPy ops, and torch
+    eager doing the same."""
 
     def setup():
         from . import tensor
+        from .jit import jit
 
         a = tensor.Tensor(np.ones(1, np.float32), requires_grad=True)
         b = tensor.Tensor(np.ones(1, np.float32), requires_grad=True)
         ad, bd = a.data, b.data
         torch = _torch()
+        if kind == "door":
+            m = np.ones((1, 1), np.float32)
+            impls = {
+                "ours": lambda: [kernels.matmul(m, m) for _ in range(ENGINE_OPS)],
+                "numpy": lambda: [m @ m for _ in range(ENGINE_OPS)],
+            }
+            if torch is not None:
+                tm = torch.ones(1, 1)
+                impls["torch"] = lambda: [torch.mm(tm, tm) for _ in range(ENGINE_OPS)]
+            return impls
+        if kind == "jit":
+
+            def chain(x):
+                for _ in range(ENGINE_OPS // 2):
+                    x = x * 1.5
+                x.backward()
+
+            replay = jit(chain)
+
+            def bare():
+                x, g, c = ad.copy(), np.ones_like(ad), np.float32(1.5)
+                for _ in range(ENGINE_OPS // 2):
+                    x = x * c
+                for _ in range(ENGINE_OPS // 2):
+                    g = g * c
+
+            impls = {"ours": lambda: replay(a), "numpy": bare}
+            if torch is not None:
+
+                def torch_chain():
+                    x = torch.ones(1, requires_grad=True)
+                    y = x
+                    for _ in range(ENGINE_OPS // 2):
+                        y = y * 1.5
+                    y.backward()
+
+                impls["torch"] = torch_chain
+            return impls
         if kind == "apply":
 
             def ours():
@@ -340,8 +382,8 @@ def _engine_case(kind):
             impls["torch"] = lambda: troot.backward(retain_graph=True)
         return impls
 
-    name = "engine: op apply" if kind == "apply" else "engine: backward walk"
-    return Case(name, f"{ENGINE_OPS} ops on (1,)", setup)
+    names = {"apply": "op apply", "backward": "backward walk", "door": "kernel door"}
+    return Case("engine: " + names.get(kind, "jit replay"), f"{ENGINE_OPS} ops on (1,)", setup)
 
 
 def all_cases():
@@ -350,7 +392,7 @@ def all_cases():
         + _conv_cases()
         + _bn_cases()
         + [_mlp_case(bn, compiled) for compiled in (False, True) for bn in (False, True)]
-        + [_engine_case("apply"), _engine_case("backward")]
+        + [_engine_case(kind) for kind in ("apply", "backward", "door", "jit")]
     )
 
 

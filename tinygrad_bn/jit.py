@@ -19,7 +19,8 @@ anew). Up to ``cache_size`` plans are kept, least recently used dropped first.
 
 What a replay does *not* do: Python side effects inside the function (prints, appends,
 counters, ``p.grad = None``, writing into ``.data`` by hand, ``scheduler.step()``) happen only
-on the recording call; Python values (floats, ints) are baked in as recorded. What the
+on the recording call; Python values (floats, ints) are baked in as recorded; the Tensors a
+replay returns carry no graph (call backward inside the function). What the
 recorder cannot capture makes that signature run eagerly from then on, with one warning saying
 why: reading an intermediate's value on the host (``.item()``, ``.numpy()``, ``.tolist()``,
 ``np.asarray``: Python control flow on tensor values needs one), ``backward(grad=...)``, a
@@ -96,6 +97,10 @@ class JitFunction:
         self.plans = []  # [(signature, plan)]
         self.eager = {}  # signature -> why it runs eagerly (at most cache_size of them)
         self.warned = False
+
+    def __get__(self, obj, objtype=None):
+        """As a method: the instance becomes the first argument (a plan per instance)."""
+        return self if obj is None else functools.partial(self, obj)
 
     def __call__(self, *args, **kwargs):
         if recorder is not None:  # inside another jit's recording: its recorder sees our ops
