@@ -39,7 +39,7 @@ def _trainer(build, opt_fn, compiled, sched=None):
 def _state(model, opt):
     params = {k: v.data.copy() for k, v in model.state_dict().items()}
     grads = [None if p.grad is None else p.grad.data.copy() for p in model.parameters()]
-    moments = [s.get("momentum_buffer") for s in opt.state.values()]
+    moments = [np.asarray(v) for s in opt.state.values() for v in s.values()]  # buffers, steps
     return params, grads, moments
 
 
@@ -315,3 +315,18 @@ def test_a_jitted_method_gets_a_plan_per_instance():
     for _ in range(2):
         assert a(x).tolist() == [2.0, 2.0] and b(x).tolist() == [3.0, 3.0]
     assert len(Scaler.__call__.plans) == 2
+
+
+def test_adam_and_in_place_zero_grad_match_eager():
+    def build():
+        return models.fig1_mlp(True, 0.1, np.random.default_rng(0), hidden=(8,))
+
+    def adam(params):
+        opt = optim.Adam(params, lr=0.01)
+        plain = opt.zero_grad
+        opt.zero_grad = lambda: plain(set_to_none=False)  # grads zeroed in place, then summed
+        return opt
+
+    (l0, s0, _), (l1, s1, _) = _run_both(build, adam, _batches((8, 784), n=5))
+    assert l0 == l1
+    _assert_same(s0, s1)

@@ -26,7 +26,8 @@ why: reading an intermediate's value on the host (``.item()``, ``.numpy()``, ``.
 ``np.asarray``: Python control flow on tensor values needs one), ``backward(grad=...)``, a
 second backward, backward through a graph built outside the function, an argument that reaches
 no op unchanged (e.g. ``Tensor(uint8 array)`` copies it), a return value that is not a Tensor,
-and BatchNorm with ``momentum=None`` (its factor is read on the host).
+and BatchNorm with ``momentum=None`` (its factor is read on the host). Reading ``.data``
+directly is not seen: a value read that way is baked in, so use ``.item()`` or ``.numpy()``.
 """
 
 import functools
