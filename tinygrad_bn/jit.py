@@ -45,7 +45,7 @@ recorder = None
 def host_read(what):
     """Called where a value reaches Python: inside a recording that cannot be captured."""
     if recorder is not None:
-        recorder.give_up(f"{what} reads a tensor's value on the host")
+        recorder.give_up(f"reads a tensor's value on the host ({what})")
 
 
 def replayed(fn):
