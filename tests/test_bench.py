@@ -20,6 +20,12 @@ REQUIRED_CASES = {
     "batchnorm train fwd+bwd",
     "fig1 MLP step",
     "fig1 MLP step +BN",
+    "fig1 MLP step jit",
+    "fig1 MLP step +BN jit",
+    "engine: op apply",
+    "engine: backward walk",
+    "engine: kernel door",
+    "engine: jit replay",
 }
 
 

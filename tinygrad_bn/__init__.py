@@ -11,6 +11,10 @@ from .gradcheck import GradcheckError, gradcheck
 from . import functional, nn, optim, data
 from .checkpoint import CheckpointError, load, save
 
+# Last: tg.jit the decorator shadows the name of its module here; the engine modules, all
+# imported above, hold the module itself (elsewhere: `from tinygrad_bn.jit import ...`).
+from .jit import jit
+
 concatenate = cat
 zeros = Tensor.zeros
 ones = Tensor.ones

@@ -217,9 +217,10 @@ def _bn_cases():
 # ---------------------------------------------------------------- Figure 1 training step
 
 
-def _mlp_case(batch_norm):
+def _mlp_case(batch_norm, compiled=False):
     """One SGD step of the paper's Figure 1 network: 784-100-100-100-10 sigmoid MLP,
-    cross-entropy, batch 60; with BatchNorm1d before each sigmoid (Linear without bias)."""
+    cross-entropy, batch 60; with BatchNorm1d before each sigmoid (Linear without bias);
+    `compiled`: our step replayed by tg.jit (torch stays eager)."""
 
     def setup():
         rng = _rng()
@@ -252,6 +253,8 @@ def _mlp_case(batch_norm):
                 opt.step()
                 return loss
 
+            if compiled:
+                step = tg.jit(step)
             impls = {"ours": step, "numpy": step}
         torch = _torch()
         if torch is not None:
@@ -278,12 +281,119 @@ def _mlp_case(batch_norm):
             impls["torch"] = torch_step
         return impls
 
-    name = "fig1 MLP step +BN" if batch_norm else "fig1 MLP step"
+    name = "fig1 MLP step" + (" +BN" if batch_norm else "") + (" jit" if compiled else "")
     return Case(name, "60x784 sigmoid 3x100 SGD", setup)
 
 
+# ---------------------------------------------------------------- engine overhead
+
+ENGINE_OPS = 100  # ops per timed call: a case's time / 100 is the cost of one op
+
+
+def _engine_case(kind):
+    """The Python engine's own cost on 1-element tensors, where the arithmetic is free:
+    "apply" times 100 Function.apply calls (a + b with the graph recorded) against the bare
+    NumPy adds; "backward" times the backward walk over a prebuilt chain of 100 ops against
+    the bare NumPy ops that walk runs, and torch's autograd over the same chain; "door" times
+    100 kernels.matmul calls on 1x1 matrices against bare `@`; "jit" times a tg.jit replay
+    of 50 multiplications and their backward (100 ops) against the bare NumPy ops, and torch
+    eager doing the same."""
+
+    def setup():
+        from . import tensor
+        from .jit import jit
+
+        a = tensor.Tensor(np.ones(1, np.float32), requires_grad=True)
+        b = tensor.Tensor(np.ones(1, np.float32), requires_grad=True)
+        ad, bd = a.data, b.data
+        torch = _torch()
+        if kind == "door":
+            m = np.ones((1, 1), np.float32)
+            impls = {
+                "ours": lambda: [kernels.matmul(m, m) for _ in range(ENGINE_OPS)],
+                "numpy": lambda: [m @ m for _ in range(ENGINE_OPS)],
+            }
+            if torch is not None:
+                tm = torch.ones(1, 1)
+                impls["torch"] = lambda: [torch.mm(tm, tm) for _ in range(ENGINE_OPS)]
+            return impls
+        if kind == "jit":
+
+            def chain(x):
+                for _ in range(ENGINE_OPS // 2):
+                    x = x * 1.5
+                x.backward()
+
+            replay = jit(chain)
+
+            def bare():
+                x, g, c = ad.copy(), np.ones_like(ad), np.float32(1.5)
+                for _ in range(ENGINE_OPS // 2):
+                    x = x * c
+                for _ in range(ENGINE_OPS // 2):
+                    g = g * c
+
+            impls = {"ours": lambda: replay(a), "numpy": bare}
+            if torch is not None:
+
+                def torch_chain():
+                    x = torch.ones(1, requires_grad=True)
+                    y = x
+                    for _ in range(ENGINE_OPS // 2):
+                        y = y * 1.5
+                    y.backward()
+
+                impls["torch"] = torch_chain
+            return impls
+        if kind == "apply":
+
+            def ours():
+                for _ in range(ENGINE_OPS):
+                    a + b
+
+            def bare():
+                for _ in range(ENGINE_OPS):
+                    ad + bd
+
+            impls = {"ours": ours, "numpy": bare}
+            if torch is not None:
+                ta, tb = (torch.ones(1, requires_grad=True) for _ in range(2))
+
+                def torch_fn():
+                    for _ in range(ENGINE_OPS):
+                        ta + tb
+
+                impls["torch"] = torch_fn
+            return impls
+        root = a
+        for _ in range(ENGINE_OPS):
+            root = -root
+
+        def bare():
+            g = np.ones_like(ad)
+            for _ in range(ENGINE_OPS):
+                g = -g
+
+        impls = {"ours": root.backward, "numpy": bare}
+        if torch is not None:
+            troot = ta = torch.ones(1, requires_grad=True)
+            for _ in range(ENGINE_OPS):
+                troot = -troot
+            impls["torch"] = lambda: troot.backward(retain_graph=True)
+        return impls
+
+    names = {"apply": "op apply", "backward": "backward walk", "door": "kernel door"}
+    return Case("engine: " + names.get(kind, "jit replay"), f"{ENGINE_OPS} ops on (1,)", setup)
+
+
 def all_cases():
-    return _matmul_cases() + _conv_cases() + _bn_cases() + [_mlp_case(False), _mlp_case(True)]
+    return (
+        _matmul_cases()
+        + _conv_cases()
+        + _bn_cases()
+        + [_mlp_case(bn, compiled) for compiled in (False, True) for bn in (False, True)]
+        + [_engine_case(kind) for kind in ("apply", "backward", "door", "jit")]
+    )
 
 
 # ---------------------------------------------------------------- environment

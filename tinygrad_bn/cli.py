@@ -155,6 +155,12 @@ def _add_common(p, defaults, name, max_batch):
         action="store_true",
         help="no progress bars (they are also off when stderr is not a terminal)",
     )
+    p.add_argument(
+        "--eager",
+        action="store_true",
+        help="run the training step eagerly instead of replaying it with tg.jit "
+        "(same results, slower)",
+    )
     # Tests simulate an interruption: stop (as Ctrl-C would) after the checkpoint at step N.
     p.add_argument("--stop-after", type=positive_int, default=None, help=argparse.SUPPRESS)
 
@@ -327,6 +333,7 @@ def _run_experiment(args):
         progress=progress,
         threads=args.threads,
         stop_after=args.stop_after,
+        eager=args.eager,
         log=lambda msg: print(msg, file=sys.stderr),
     )
     with open(os.path.join(args.out, "report.md"), encoding="utf-8") as f:

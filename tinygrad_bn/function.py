@@ -7,6 +7,7 @@ An op subclasses Function with ``forward(self, *arrays, **params)`` directly abo
 when a gradient is needed: under ``no_grad`` or with constant inputs nothing is kept.
 """
 
+from . import jit as _jit
 from .tensor import Tensor, is_grad_enabled
 
 
@@ -28,8 +29,12 @@ class Function:
         out = ctx.forward(*[t.data for t in inputs], **params)
         if True in needs and is_grad_enabled():
             ctx.parents = inputs
-            return Tensor._from_op(out, ctx)
-        return Tensor._from_op(out, None)
+            out = Tensor._from_op(out, ctx)
+        else:
+            out = Tensor._from_op(out, None)
+        if _jit.recorder is not None:  # tg.jit is recording this call
+            _jit.recorder.op(cls, inputs, params, out)
+        return out
 
 
 def unbroadcast(grad, shape):

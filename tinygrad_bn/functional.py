@@ -5,7 +5,8 @@ import numbers
 import numpy as np
 
 from . import ops
-from .tensor import FLOAT_DTYPES, Tensor, _promote, get_rng
+from .jit import replayed
+from .tensor import FLOAT_DTYPES, Tensor, _promote
 
 # ---------------------------------------------------------------- argument checks
 # The user-facing checks of F and nn, each written once; the ops behind them assume valid input.
@@ -96,6 +97,7 @@ def log_softmax(x, dim=-1):
 # ---------------------------------------------------------------- losses
 
 
+@replayed  # a tg.jit replay checks and converts each call's labels again
 def _labels(target, n, num_classes, op):
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     if t.dtype.kind == "f":
@@ -223,8 +225,7 @@ def dropout(x, p=0.5, training=True, generator=None):
         return x
     if p == 1.0:
         return x * 0.0
-    keep = get_rng(generator).random(x.shape) >= p
-    return x * Tensor(keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p)))
+    return ops.Dropout.apply(x, p=p, generator=generator)
 
 
 def batch_norm(

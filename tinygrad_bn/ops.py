@@ -16,6 +16,7 @@ import numpy as np
 
 from . import kernels
 from .function import Function, unbroadcast
+from .tensor import get_rng
 
 # ================================================================ elementwise binary
 # Inputs broadcast against each other; unbroadcast sums each gradient back to its input.
@@ -312,6 +313,19 @@ class Affine(Function):
 
 
 # ================================================================ losses
+
+
+class Dropout(Function):
+    """x * mask, mask = (U[0, 1) >= p) / (1 - p), drawn in forward so that a tg.jit replay
+    draws a fresh one from the generator's state at the time (`generator`: see get_rng)."""
+
+    def forward(self, x, p, generator):
+        keep = get_rng(generator).random(x.shape) >= p
+        self.mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+        return x * self.mask
+
+    def backward(self, grad):
+        return (grad * self.mask,)
 
 
 class LogSoftmax(Function):

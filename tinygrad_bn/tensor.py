@@ -184,9 +184,11 @@ class Tensor:
 
     def numpy(self):
         """The underlying ndarray, without copying: a detached view even if requires_grad."""
+        _jit.host_read("numpy()")
         return self.data
 
     def __array__(self, dtype=None, copy=None):
+        _jit.host_read("np.asarray(tensor)")
         if dtype is not None and np.dtype(dtype) != self.data.dtype:
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
@@ -194,9 +196,11 @@ class Tensor:
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item: expected a tensor with one element (got shape {self.shape})")
+        _jit.host_read("item()")
         return self.data.item()
 
     def tolist(self):
+        _jit.host_read("tolist()")
         return self.data.tolist()
 
     def detach(self):
@@ -243,6 +247,8 @@ class Tensor:
                 "backward: expected a tensor that requires grad (got one with no graph: was it "
                 "computed under no_grad, or from tensors without requires_grad=True?)"
             )
+        if _jit.recorder is not None and _jit.recorder.backward(self, grad):
+            return  # tg.jit recorded (and ran) this backward
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
@@ -626,4 +632,5 @@ def _topological_order(root):
     return order
 
 
-from . import ops as _ops  # noqa: E402  (ops need the Tensor class defined above)
+from . import jit as _jit  # noqa: E402  (both need the Tensor class defined above)
+from . import ops as _ops  # noqa: E402

@@ -24,6 +24,7 @@ import numpy as np
 from .. import checkpoint
 from .. import functional as F
 from ..environment import environment
+from ..jit import jit
 from ..tensor import Tensor, manual_seed, no_grad
 from . import common
 
@@ -96,6 +97,7 @@ def train_run(
     stop_after=None,
     progress=False,
     desc="",
+    eager=False,
 ):
     """Train ``model`` for ``steps`` SGD steps; return {"curve": {...}, "wall_s", "steps_per_s"}.
 
@@ -108,7 +110,8 @@ def train_run(
     ``fingerprint`` (a dict) identifies the configuration: resuming from a checkpoint with a
     different fingerprint raises ConfigMismatch. ``dropout_rng`` is the numpy Generator that
     dropout draws from (saved and restored). ``stop_after=k`` raises StopRequested after the
-    first checkpoint at a step >= k.
+    first checkpoint at a step >= k. The step (loss, zero_grad, backward, optimizer step) runs
+    under tg.jit, bit-identical to eager; ``eager=True`` runs it eagerly.
     """
     n_batches = len(train_x) // batch_size
     if n_batches < 1:
@@ -165,6 +168,15 @@ def train_run(
             state["dropout_rng"] = dropout_rng.bit_generator.state
         checkpoint.save(state, checkpoint_path)
 
+    def train_step(xb, yb):
+        loss = loss_fn(model, xb, yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    if not eager:
+        train_step = jit(train_step)
     model.train()
     t0 = time.perf_counter()
     if step == 0 and not curve["step"]:
@@ -180,10 +192,7 @@ def train_run(
             if e != epoch:
                 epoch, order = e, epoch_order(seed, e, len(train_x))
             idx = order[b * batch_size : (b + 1) * batch_size]
-            loss = loss_fn(model, train_x[idx], train_y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            loss = train_step(train_x[idx], train_y[idx])
             # a diverged run (NaN loss) is a result, not an error: it is recorded as is
             loss_sum += loss.item()
             loss_count += 1
@@ -263,8 +272,10 @@ def run_experiment(
     threads=None,
     stop_after=None,
     log=print,
+    eager=False,
 ):
     """Train every label of ``experiment`` for every seed; write its outputs in ``out_dir``.
+    The training step replays under tg.jit unless ``eager`` (the results are identical).
 
     Returns the results dict (the content of results.json).
     """
@@ -303,6 +314,7 @@ def run_experiment(
                 dropout_rng=run.dropout_rng,
                 stop_after=stop_after,
                 progress=progress,
+                eager=eager,
                 desc=f"{name} {label} seed {seed}",
             )
             runs.append({experiment.label: label, "seed": seed, **run.info, **out})

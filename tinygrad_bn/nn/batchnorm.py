@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..functional import _integer, _positive
+from ..jit import replayed
 from ..tensor import Tensor
 from . import init
 from .layers import _dtype
@@ -86,6 +87,11 @@ class _NormBase(Module):
         )
 
 
+@replayed  # a tg.jit replay counts every batch too
+def _count_batch(count):
+    count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
+
+
 class _BatchNorm(_NormBase):
     """Batch Normalization (Ioffe & Szegedy 2015, arXiv 1502.03167).
 
@@ -164,7 +170,7 @@ class _BatchNorm(_NormBase):
             self.eps,
         )
         if update:  # counted once F.batch_norm accepted the batch (an empty one too, as PyTorch)
-            count.data[()] = float(count.data) + 1.0  # 10x cheaper than `+= 1` on a 0-d array
+            _count_batch(count.data)
         return out
 
 

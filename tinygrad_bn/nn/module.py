@@ -11,6 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import jit as _jit
 from ..tensor import Tensor
 from . import hooks as _hooks
 
@@ -60,6 +61,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}: expected a forward() (got none)")
 
     def __call__(self, *args, **kwargs):
+        if _jit.recorder is not None:  # a tg.jit plan holds only in this train/eval mode
+            _jit.recorder.module(self)
         if not self._has_hooks:
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
@@ -312,6 +315,7 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    @_jit.replayed
     def zero_grad(self, set_to_none=True):
         """Drop every parameter's gradient (or zero it in place with set_to_none=False)."""
         for p in self.parameters():

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 
+from .. import jit as _jit
 from ..tensor import Tensor
 
 
@@ -67,6 +68,11 @@ class Optimizer:
         for group in groups:
             self.add_param_group(group)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in vars(cls):  # every optimizer's update is re-run by tg.jit replays
+            cls.step = _jit.replayed(cls.step)
+
     def _check_group(self, group):
         """Validate and normalize one group's hyper-parameters in place (ValueError,
         TypeError). The one check shared by the constructor, add_param_group and
@@ -106,6 +112,7 @@ class Optimizer:
         self._check_group(full)
         self.param_groups.append(full)
 
+    @_jit.replayed
     def zero_grad(self, set_to_none=True):
         """Set every parameter's gradient to None (or to zeros with set_to_none=False)."""
         for group in self.param_groups:
