@@ -17,16 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int tgbn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int tgbn_max_threads(void) { return 1; }
-    #endif
-    """
-    int tgbn_max_threads() noexcept nogil
+from _openmp cimport tgbn_max_threads
 
 cdef enum:
     MR = 6               # rows of the register tile

@@ -4,6 +4,8 @@ one-line errors that say what was expected and what was got."""
 import argparse
 import math
 
+from ._ext import MAX_THREADS
+
 
 def _number(text, convert, expected):
     try:
@@ -27,6 +29,14 @@ def int_at_least(minimum):
 
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+
+
+def thread_count(text):
+    """A type for --threads: the bound of kernels.set_num_threads, 1..MAX_THREADS."""
+    value = _number(text, int, f"an integer in [1, {MAX_THREADS}]")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}] (got {value})")
+    return value
 
 
 def positive_float(text):

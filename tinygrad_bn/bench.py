@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from . import kernels
-from ._argtypes import positive_int
+from ._argtypes import thread_count
 
 IMPLS = ("ours", "numpy", "torch")
 
@@ -407,7 +407,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=None,
         help="threads for our kernels and torch (default: kernels' current count)",
     )

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from ._argtypes import nonnegative_int, positive_float, positive_int, probability
+from ._argtypes import nonnegative_int, positive_float, positive_int, probability, thread_count
 
 PROG = "tinygrad-bn"
 
@@ -87,7 +87,7 @@ def _add_common(p, defaults, name):
     # small kernels and made runs 10-20x slower whenever another process was busy
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=1,
         help="threads for the compiled kernels (default: %(default)s; the kernels "
         "here are small, and more threads pay only on an otherwise idle "

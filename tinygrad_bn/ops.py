@@ -453,12 +453,9 @@ class Conv2d(Function):
         return out
 
     def backward(self, grad):
-        dx, dw = kernels.conv2d_backward(
-            self.x, self.weight, np.ascontiguousarray(grad), self.stride, self.padding
-        )
-        if len(self.needs_input_grad) == 3:
-            return dx, dw, grad.sum(axis=(0, 2, 3))
-        return dx, dw
+        need = tuple(self.needs_input_grad) + (False,) * (3 - len(self.needs_input_grad))
+        grads = kernels.conv2d_backward(self.x, self.weight, grad, self.stride, self.padding, need)
+        return grads[: len(self.needs_input_grad)]
 
 
 class MaxPool2d(Function):
@@ -502,9 +499,9 @@ class BatchNormTrain(Function):
     def backward(self, grad):
         dy = _channels_last_dim(np.ascontiguousarray(grad))
         dx, dweight, dbias = kernels.batch_norm_backward(
-            dy, self.x, self.mean, self.invstd, self.weight
+            dy, self.x, self.mean, self.invstd, self.weight, self.needs_input_grad[:3]
         )
-        return dx.reshape(self.shape), dweight, dbias
+        return (None if dx is None else dx.reshape(self.shape)), dweight, dbias
 
 
 class BatchNormEval(Function):
