@@ -43,3 +43,23 @@ cdef inline tuple int_tuple(str op, str arg, object v, Py_ssize_t length):
     if len(t) != length:
         raise ValueError(f"{op}: {arg}: expected a tuple of {length} integers (got {v!r})")
     return tuple(t)
+
+
+cdef inline int same_shape(str op, str arg, object a, object like) except -1:
+    """Check that the ndarray a has the shape of the ndarray like (C-level: this runs per call)."""
+    cdef cnp.ndarray x = <cnp.ndarray> a
+    cdef cnp.ndarray y = <cnp.ndarray> like
+    cdef int d
+    cdef bint same = cnp.PyArray_NDIM(x) == cnp.PyArray_NDIM(y)
+    for d in range(cnp.PyArray_NDIM(x) if same else 0):
+        same = same and cnp.PyArray_DIM(x, d) == cnp.PyArray_DIM(y, d)
+    if not same:
+        raise ValueError(f"{op}: {arg}: expected shape {like.shape} (got {a.shape})")
+    return 0
+
+
+cdef inline int mask_bits(str op, object mask) except -1:
+    """(dx, dweight, dbias) booleans as bits 1, 2, 4 (as ATen's output_mask)."""
+    if len(mask) != 3:
+        raise ValueError(f"{op}: output_mask: expected 3 booleans (got {mask!r})")
+    return (1 if mask[0] else 0) | (2 if mask[1] else 0) | (4 if mask[2] else 0)

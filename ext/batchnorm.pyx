@@ -23,7 +23,7 @@ from libc.math cimport sqrt
 cimport numpy as cnp
 import numpy as np
 
-from _arrays cimport float_array
+from _arrays cimport float_array, mask_bits, same_shape
 from _openmp cimport tgbn_max_threads
 
 cnp.import_array()
@@ -528,19 +528,30 @@ cdef void _forward_eval(floating tag, const BN* a) noexcept nogil:
 cdef int _setup(str op, BN* a, x) except -1:
     """Check x, fill a's sizes and threads; returns x's type number."""
     cdef int t = float_array(op, "input", x, 2, 3, cnp.NPY_NOTYPE)
-    a.n, a.C = x.shape[0], x.shape[1]
-    a.L = x.shape[2] if x.ndim == 3 else 1
-    a.x = cnp.PyArray_DATA(<cnp.ndarray> x)
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    a.n, a.C = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    a.L = cnp.PyArray_DIM(xa, 2) if cnp.PyArray_NDIM(xa) == 3 else 1
+    a.x = cnp.PyArray_DATA(xa)
     a.dy = a.weight = a.bias = a.mean = a.spread = a.y = a.stats = a.params = NULL
     a.eps = 0.0
     a.nt = tgbn_max_threads()
     return t
 
 
+cdef inline cnp.ndarray _empty_like(x):
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
+
+
+cdef inline cnp.ndarray _vector(Py_ssize_t n, int t, bint zero):
+    cdef cnp.npy_intp d = n
+    return cnp.PyArray_ZEROS(1, &d, t, 0) if zero else cnp.PyArray_EMPTY(1, &d, t, 0)
+
+
 cdef const void* _per_channel(str op, str arg, v, int t, Py_ssize_t C) except NULL:
     """Data of v after checking it is a (C,) array of type t."""
     float_array(op, arg, v, 1, 1, t)
-    if v.shape[0] != C:
+    if cnp.PyArray_DIM(<cnp.ndarray> v, 0) != C:
         raise ValueError(f"{op}: {arg}: expected shape ({C},) (got {v.shape})")
     return cnp.PyArray_DATA(<cnp.ndarray> v)
 
@@ -556,8 +567,8 @@ def batch_norm_forward_train(x, weight, bias, double eps):
         raise ValueError(f"batch_norm: input: expected at least 1 value per channel "
                          f"(got shape {x.shape})")
     a.eps = eps
-    y = np.empty_like(x)
-    stats = np.empty(3 * a.C, x.dtype)  # the kernels write mean, var, invstd at c, C + c, 2C + c
+    y = _empty_like(x)
+    stats = _vector(3 * a.C, t, False)  # the kernels write mean, var, invstd at c, C + c, 2C + c
     a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
     a.stats = cnp.PyArray_DATA(<cnp.ndarray> stats)
     if a.C:
@@ -576,18 +587,13 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, Tr
     cdef BN a
     cdef int t = _setup("batch_norm_backward", &a, x)
     float_array("batch_norm_backward", "grad_out", grad_out, 2, 3, t)
-    if grad_out.shape != x.shape:
-        raise ValueError(f"batch_norm_backward: grad_out: expected shape {x.shape} "
-                         f"(got {grad_out.shape})")
+    same_shape("batch_norm_backward", "grad_out", grad_out, x)
     a.mean = _per_channel("batch_norm_backward", "mean", mean, t, a.C)
     a.spread = _per_channel("batch_norm_backward", "invstd", invstd, t, a.C)
     a.weight = _per_channel("batch_norm_backward", "weight", weight, t, a.C)
-    mask = tuple(bool(m) for m in output_mask)
-    if len(mask) != 3:
-        raise ValueError(f"batch_norm_backward: output_mask: expected 3 booleans "
-                         f"(got {output_mask!r})")
-    dx = np.empty_like(x) if mask[0] else None
-    grads = np.zeros(2 * a.C, x.dtype)  # dweight, dbias at c, C + c; zero when N * L == 0
+    cdef int mask = mask_bits("batch_norm_backward", output_mask)
+    dx = _empty_like(x) if mask & 1 else None
+    grads = _vector(2 * a.C, t, True)  # dweight, dbias at c, C + c; zero when N * L == 0
     a.dy = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
     a.y = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray> dx)
     a.stats = cnp.PyArray_DATA(<cnp.ndarray> grads)
@@ -597,7 +603,7 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, Tr
                 _backward(<float> 0, &a)
             else:
                 _backward(<double> 0, &a)
-    return (dx, grads[:a.C] if mask[1] else None, grads[a.C:] if mask[2] else None)
+    return dx, (grads[:a.C] if mask & 2 else None), (grads[a.C:] if mask & 4 else None)
 
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, double eps):
@@ -610,8 +616,8 @@ def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, double e
     a.weight = _per_channel("batch_norm", "weight", weight, t, a.C)
     a.bias = _per_channel("batch_norm", "bias", bias, t, a.C)
     a.eps = eps
-    y = np.empty_like(x)
-    params = np.empty(3 * a.C, np.float64)
+    y = _empty_like(x)
+    params = _vector(3 * a.C, cnp.NPY_FLOAT64, False)
     a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
     a.params = <double*> cnp.PyArray_DATA(<cnp.ndarray> params)
     if a.n * a.C * a.L:

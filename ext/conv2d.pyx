@@ -17,7 +17,7 @@ from cython.parallel cimport prange, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
 
-from _arrays cimport float_array, int_tuple
+from _arrays cimport float_array, int_tuple, mask_bits
 from _openmp cimport tgbn_max_threads
 from gemm cimport gemm, PAR_MIN_WORK
 
@@ -339,13 +339,11 @@ def conv2d_backward(x, weight, grad_out, stride, padding, output_mask=(True, Tru
     if grad_out.shape != (a.N, a.O, a.OH, a.OW):
         raise ValueError(f"conv2d_backward: grad_out: expected shape {(a.N, a.O, a.OH, a.OW)} "
                          f"(got {grad_out.shape})")
-    mask = tuple(bool(m) for m in output_mask)
-    if len(mask) != 3:
-        raise ValueError(f"conv2d_backward: output_mask: expected 3 booleans (got {output_mask!r})")
-    dx = np.zeros(x.shape, dtype=x.dtype) if mask[0] else None
-    dw = np.zeros(weight.shape, dtype=x.dtype) if mask[1] else None
-    db = grad_out.sum(axis=(0, 2, 3)) if mask[2] else None  # NumPy's pairwise sum vectorizes
-    if a.N * a.OH * a.OW == 0 or a.O == 0 or a.C * a.KH * a.KW == 0 or not (mask[0] or mask[1]):
+    cdef int mask = mask_bits("conv2d_backward", output_mask)
+    dx = np.zeros(x.shape, dtype=x.dtype) if mask & 1 else None
+    dw = np.zeros(weight.shape, dtype=x.dtype) if mask & 2 else None
+    db = grad_out.sum(axis=(0, 2, 3)) if mask & 4 else None  # NumPy's pairwise sum vectorizes
+    if a.N * a.OH * a.OW == 0 or a.O == 0 or a.C * a.KH * a.KW == 0 or not mask & 3:
         return dx, dw, db
     a.dy = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
     a.dx = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray> dx)

@@ -225,10 +225,10 @@ def _window(op, x_shape, k, stride, padding):
 
 
 def _mask(op, output_mask):
-    mask = tuple(output_mask)
-    if len(mask) != 3:
+    """(dx, dweight, dbias) booleans, passed on as given: the kernels read their truth."""
+    if len(output_mask) != 3:
         raise ValueError(f"{op}: output_mask: expected 3 booleans (got {output_mask!r})")
-    return tuple(bool(m) for m in mask)
+    return output_mask
 
 
 _c = np.ascontiguousarray  # C-contiguous, no copy when it already is
