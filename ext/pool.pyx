@@ -12,11 +12,9 @@ from libc.math cimport INFINITY, isnan
 
 from _arrays cimport float_array, int_tuple
 from _openmp cimport tgbn_max_threads
+from gemm cimport PAR_MIN_WORK  # work below which one thread wins (window reads here)
 
 cnp.import_array()
-
-cdef enum:
-    PAR_MIN_WORK = 1 << 20   # window reads below which one thread wins (as gemm.pxd's)
 
 
 ctypedef struct Pool:
