@@ -5,7 +5,8 @@ accepts -fopenmp the kernels run their prange loops in parallel, otherwise they 
 serially and a warning says so. Compiler directives are set here, once, for all kernels.
 
 Environment switches (read at build time):
-  TINYGRAD_BN_DEBUG=1      bounds checks and wraparound back on, -O0 -g (slow, for debugging)
+  TINYGRAD_BN_DEBUG=1      bounds checks and wraparound back on, -O0 -g, AddressSanitizer and
+                           UBSan (slow, for debugging; README "Developing" says how to run it)
   TINYGRAD_BN_NO_OPENMP=1  build without OpenMP even when the compiler has it
   TINYGRAD_BN_MARCH=...    value for -march: see the instruction-set block below
 """
@@ -63,9 +64,21 @@ def _openmp_flags():
     return None
 
 
+# ---- debug build: the kernels index raw pointers, so bounds checks alone see nothing;
+# the sanitizers do. Python itself is not instrumented: libasan must be LD_PRELOADed.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+
+
+def _debug_flags():
+    """(compile, link) flags of TINYGRAD_BN_DEBUG=1, or None for a normal build."""
+    if not DEBUG:
+        return None
+    return ["-O0", "-g"] + SANITIZE, SANITIZE
+
+
 def _compile_flags():
     if DEBUG:
-        return ["-O0", "-g"]
+        return _debug_flags()[0]
     return ["-O3", "-fno-math-errno"]  # no kernel reads errno; lets sqrt/div vectorize
 
 
@@ -133,14 +146,14 @@ class BuildExt(build_ext):
         flag_string = " ".join(cflags)
         for ext in self.extensions:
             ext.extra_compile_args = cflags + ["-Wno-unused-function", "-Wno-unreachable-code"]
-            ext.extra_link_args = list(omp or [])
+            ext.extra_link_args = list(omp or []) + (_debug_flags()[1] if DEBUG else [])
             ext.define_macros = ext.define_macros + [
                 ("TGBN_OPENMP", "1" if omp else "0"),
                 ("TGBN_CFLAGS", '"%s"' % flag_string),
             ]
             if ext.name == "tinygrad_bn._ext._cpu":  # runs on any CPU: no -march, no OpenMP
                 ext.extra_compile_args = _compile_flags()
-                ext.extra_link_args = []
+                ext.extra_link_args = _debug_flags()[1] if DEBUG else []
                 ext.define_macros.append(("TGBN_TARGET_MACROS", '"%s"' % _target_macros(cflags)))
         super().build_extensions()
 

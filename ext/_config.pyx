@@ -1,24 +1,37 @@
-"""Build facts and the OpenMP thread count, shared by every compiled kernel module.
+"""Build facts and the process-wide thread count, shared by every compiled kernel module.
 
 setup.py defines TGBN_OPENMP (0/1) and TGBN_CFLAGS (the flags used) for every extension.
-All kernel modules link the same libgomp, so omp_set_num_threads here governs all of them.
+The thread count lives here, once per process (see _openmp.pxd); every kernel module reads
+it through the capsule `_state`. A fork handler makes a child forked after threaded kernels
+ran serial: libgomp's thread pool does not survive fork (the child would hang).
 """
+from cpython.pycapsule cimport PyCapsule_New
+from _openmp cimport tgbn_state, tgbn_own_state, tgbn_max_threads
+
+from tinygrad_bn._threads import MAX_THREADS
 
 cdef extern from *:
     """
-    #if TGBN_OPENMP
-    #include <omp.h>
-    static void tgbn_set_threads(int n) { omp_set_num_threads(n); }
-    static int tgbn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static void tgbn_set_threads(int n) { (void)n; }
-    static int tgbn_max_threads(void) { return 1; }
-    #endif
+    #include <pthread.h>
+    /* a child forked after threads ran must stay serial: libgomp's pool is not fork-safe */
+    static void tgbn_after_fork_child(void) {
+        if (tgbn_own_state.used) {
+            tgbn_own_state.threads = 1;
+            tgbn_own_state.forked = 1;
+        }
+    }
+    static int tgbn_register_fork_handler(void) {
+        return pthread_atfork(NULL, NULL, tgbn_after_fork_child);
+    }
     """
     int TGBN_OPENMP
     const char *TGBN_CFLAGS
-    void tgbn_set_threads(int n) nogil
-    int tgbn_max_threads() nogil
+    int tgbn_register_fork_handler()
+
+tgbn_state = &tgbn_own_state  # this module owns the process's state; the others look it up
+_state = PyCapsule_New(<void*> tgbn_state, b"tinygrad_bn._ext._state", NULL)
+if tgbn_register_fork_handler() != 0:
+    raise ImportError("tinygrad_bn._ext._config: pthread_atfork failed")
 
 
 def openmp_enabled():
@@ -31,13 +44,29 @@ def compiler_flags():
     return TGBN_CFLAGS.decode("ascii")
 
 
-def set_num_threads(int n):
-    """Threads for later parallel regions (omp_set_num_threads); no-op without OpenMP."""
-    if n < 1:
-        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n}")
-    tgbn_set_threads(n)
+def set_num_threads(n):
+    """Threads for every later kernel call, from any OS thread: 1 <= n <= MAX_THREADS (256).
+
+    In a process forked after threaded kernels ran the count stays 1 (libgomp is not
+    fork-safe); returns the count now in force. Raises ValueError for anything else.
+    """
+    if isinstance(n, bool) or not hasattr(n, "__index__") or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: expected an integer in [1, {MAX_THREADS}] (got {n!r})")
+    if not tgbn_state.forked:
+        tgbn_state.threads = int(n)  # without OpenMP the kernels ignore it (serial)
+    return tgbn_state.threads
+
+
+def get_num_threads():
+    """The process-wide thread count (1 in a forked child; without OpenMP nothing threads)."""
+    return tgbn_state.threads
+
+
+def forked_serial():
+    """True in a child forked after threaded kernels ran: kernels stay on one thread."""
+    return bool(tgbn_state.forked)
 
 
 def get_max_threads():
-    """Threads the next parallel region would use (1 without OpenMP)."""
+    """Threads the next kernel called from this OS thread will use (1 without OpenMP)."""
     return tgbn_max_threads()

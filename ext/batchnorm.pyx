@@ -23,18 +23,10 @@ from libc.math cimport sqrt
 cimport numpy as cnp
 import numpy as np
 
-cnp.import_array()
+from _arrays cimport float_array, mask_bits, same_shape
+from _openmp cimport tgbn_max_threads
 
-cdef extern from *:
-    """
-    #if TGBN_OPENMP
-    #include <omp.h>
-    static int tgbn_bn_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int tgbn_bn_threads(void) { return 1; }
-    #endif
-    """
-    int tgbn_bn_threads() nogil
+cnp.import_array()
 
 cdef enum:
     TILE = 512             # columns per strip / block: per-column arrays of 2-4 KiB stay in L1
@@ -204,7 +196,7 @@ cdef inline void _col_dx(const floating* dy, const floating* x, floating* dx, Py
 cdef inline double _variance(double s1, double s2, double m) noexcept nogil:
     """Biased variance from the sums of d = x - k for a shift k: (s2 - s1^2/m) / m."""
     cdef double v = (s2 - s1 * s1 / m) / m
-    return v if v > 0.0 else 0.0
+    return 0.0 if v < 0.0 else v   # rounding can dip below 0; a NaN stays NaN
 
 
 cdef inline bint _shift_too_far(double s1, double s2, double m) noexcept nogil:
@@ -230,10 +222,9 @@ cdef inline void _dx_coefs(double w, double inv, double sdy, double sdyx, double
 # ---------------------------------------------------------------- (N, C): blocks of columns
 
 cdef Py_ssize_t _block_width(Py_ssize_t n, Py_ssize_t C, Py_ssize_t row_bytes,
-                             bint threads) noexcept nogil:
+                             int nth) noexcept nogil:
     """Channels per block: at most TILE, about C / threads, and few enough that a block's
     rows stay in L2 between passes. Multiples of 16 keep the vector loops whole."""
-    cdef Py_ssize_t nth = tgbn_bn_threads() if threads else 1
     cdef Py_ssize_t w = (C + nth - 1) // nth
     cdef Py_ssize_t cap = L2_BUDGET // (n * row_bytes if n * row_bytes > 0 else 1)
     w = (w + 15) // 16 * 16
@@ -300,7 +291,7 @@ cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py
                          const floating* invstd, const floating* weight,
                          floating* grads) noexcept nogil:
     """Backward of w <= TILE adjacent channels of an (N, C) input; grads[j], grads[C + j]
-    <- dweight, dbias."""
+    <- dweight, dbias; dx only when it is not NULL."""
     cdef double mu[TILE]
     cdef double a[TILE]
     cdef double b[TILE]
@@ -315,7 +306,8 @@ cdef void _backward_cols(const floating* dy, const floating* x, floating* dx, Py
     for j in range(w):
         _dx_coefs(weight[j], invstd[j], a[j], b[j], m, &a[j], &b[j], &c[j],
                   &grads[j], &grads[C + j])
-    _col_dx(dy, x, dx, n, C, w, mu, a, b, c)
+    if dx != NULL:
+        _col_dx(dy, x, dx, n, C, w, mu, a, b, c)
 
 
 # ---------------------------------------------------------------- (N, C, L): one channel
@@ -374,7 +366,7 @@ cdef void _train_channel(const floating* x, floating* y, Py_ssize_t n, Py_ssize_
 cdef void _backward_channel(const floating* dy, const floating* x, floating* dx, Py_ssize_t n,
                             Py_ssize_t L, Py_ssize_t stride, double mean, double inv,
                             double weight, floating* grads, Py_ssize_t C) noexcept nogil:
-    """Backward of one channel; grads[0], grads[C] <- dweight, dbias."""
+    """Backward of one channel; grads[0], grads[C] <- dweight, dbias; dx unless NULL."""
     cdef double mu[TILE]
     cdef double a[TILE]
     cdef double b[TILE]
@@ -397,6 +389,8 @@ cdef void _backward_channel(const floating* dy, const floating* x, floating* dx,
         sdy += _total(a, w)
         sdyx += _total(b, w)
     _dx_coefs(weight, inv, sdy, sdyx, m, &ca, &cb, &cc, &grads[0], &grads[C])
+    if dx == NULL:
+        return
     _fill(a, TILE, ca)
     _fill(b, TILE, cb)
     _fill(c, TILE, cc)
@@ -433,216 +427,203 @@ cdef void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize
 
 
 # ---------------------------------------------------------------- drivers (x viewed as (N, C, L))
-# Raw pointers to C-contiguous data, checked by the def wrappers below; per-channel arrays
-# have C elements.
+# One struct carries a call's pointers (C-contiguous data checked by the def wrappers below;
+# per-channel arrays have C elements) and sizes; the float tag picks the specialization.
 
-cdef void _forward_train(const floating* xp, const floating* weight, const floating* bias,
-                         double eps, floating* yp, floating* stats, Py_ssize_t n, Py_ssize_t C,
-                         Py_ssize_t L) noexcept nogil:
-    cdef bint threads = n * C * L >= MIN_PARALLEL
-    cdef Py_ssize_t c, blk, nblk, width
+ctypedef struct BN:
+    const void* x           # (n, C, L) input
+    const void* dy          # grad_out, same shape (backward)
+    const void* weight      # (C,) each, like the three below
+    const void* bias
+    const void* mean        # batch mean (backward) or running_mean (eval)
+    const void* spread      # invstd (backward) or running_var (eval)
+    void* y                 # output (forward) or dx (backward; NULL when not asked for)
+    void* stats             # forward: mean, var, invstd (3C); backward: dweight, dbias (2C)
+    double* params          # eval: 3C doubles of scratch for the per-channel affine map
+    double eps
+    Py_ssize_t n, C, L
+    int nt                  # threads for this call
+
+
+cdef void _forward_train(floating tag, const BN* a) noexcept nogil:
+    cdef const floating* xp = <const floating*> a.x
+    cdef const floating* weight = <const floating*> a.weight
+    cdef const floating* bias = <const floating*> a.bias
+    cdef floating* yp = <floating*> a.y
+    cdef floating* stats = <floating*> a.stats
+    cdef Py_ssize_t n = a.n, C = a.C, L = a.L, c, blk, nblk, width
+    cdef int nt = a.nt if n * C * L >= MIN_PARALLEL else 1
     if L == 1:
-        threads = threads and _split_columns_pays(C, sizeof(floating))
-        width = _block_width(n, C, sizeof(floating), threads)
+        if not _split_columns_pays(C, sizeof(floating)):
+            nt = 1
+        width = _block_width(n, C, sizeof(floating), nt)
         nblk = (C + width - 1) // width
-        for blk in prange(nblk, schedule="static", use_threads_if=threads):
+        for blk in prange(nblk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _train_cols(xp + blk * width, yp + blk * width, n, C, min(width, C - blk * width),
-                        weight + blk * width, bias + blk * width, eps, stats + blk * width)
+                        weight + blk * width, bias + blk * width, a.eps, stats + blk * width)
     else:
-        for c in prange(C, schedule="static", use_threads_if=threads):
-            _train_channel(xp + c * L, yp + c * L, n, L, C * L, weight[c], bias[c], eps,
+        for c in prange(C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _train_channel(xp + c * L, yp + c * L, n, L, C * L, weight[c], bias[c], a.eps,
                            stats + c, C)
 
 
-cdef void _backward(const floating* dyp, const floating* xp, const floating* mean,
-                    const floating* invstd, const floating* weight, floating* dxp,
-                    floating* grads, Py_ssize_t n, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
-    cdef bint threads = n * C * L >= MIN_PARALLEL
-    cdef Py_ssize_t c, blk, nblk, width, c0
+cdef void _backward(floating tag, const BN* a) noexcept nogil:
+    cdef const floating* dyp = <const floating*> a.dy
+    cdef const floating* xp = <const floating*> a.x
+    cdef const floating* mean = <const floating*> a.mean
+    cdef const floating* invstd = <const floating*> a.spread
+    cdef const floating* weight = <const floating*> a.weight
+    cdef floating* dxp = <floating*> a.y
+    cdef floating* grads = <floating*> a.stats
+    cdef Py_ssize_t n = a.n, C = a.C, L = a.L, c, blk, nblk, width, c0
+    cdef int nt = a.nt if n * C * L >= MIN_PARALLEL else 1
     if L == 1:
-        threads = threads and _split_columns_pays(C, sizeof(floating))
-        width = _block_width(n, C, 2 * sizeof(floating), threads)
+        if not _split_columns_pays(C, sizeof(floating)):
+            nt = 1
+        width = _block_width(n, C, 2 * sizeof(floating), nt)
         nblk = (C + width - 1) // width
-        for blk in prange(nblk, schedule="static", use_threads_if=threads):
+        for blk in prange(nblk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             c0 = blk * width
-            _backward_cols(dyp + c0, xp + c0, dxp + c0, n, C, min(width, C - c0), mean + c0,
-                           invstd + c0, weight + c0, grads + c0)
+            _backward_cols(dyp + c0, xp + c0, dxp + c0 if dxp != NULL else NULL, n, C,
+                           min(width, C - c0), mean + c0, invstd + c0, weight + c0, grads + c0)
     else:
-        for c in prange(C, schedule="static", use_threads_if=threads):
-            _backward_channel(dyp + c * L, xp + c * L, dxp + c * L, n, L, C * L,
-                              mean[c], invstd[c], weight[c], grads + c, C)
+        for c in prange(C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
+            _backward_channel(dyp + c * L, xp + c * L, dxp + c * L if dxp != NULL else NULL,
+                              n, L, C * L, mean[c], invstd[c], weight[c], grads + c, C)
 
 
-cdef void _forward_eval(const floating* xp, const floating* running_mean,
-                        const floating* running_var, const floating* weight,
-                        const floating* bias, double eps, floating* yp, double* params,
-                        Py_ssize_t n, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
-    """params: 3*C doubles of scratch for the per-channel affine map."""
-    cdef double* mu = params
-    cdef double* scale = params + C
-    cdef double* shift = params + 2 * C
-    cdef bint threads = n * C * L >= MIN_PARALLEL
-    cdef Py_ssize_t c, i, r0, chunk
+cdef void _forward_eval(floating tag, const BN* a) noexcept nogil:
+    cdef const floating* xp = <const floating*> a.x
+    cdef const floating* running_mean = <const floating*> a.mean
+    cdef const floating* running_var = <const floating*> a.spread
+    cdef const floating* weight = <const floating*> a.weight
+    cdef const floating* bias = <const floating*> a.bias
+    cdef floating* yp = <floating*> a.y
+    cdef double* mu = a.params
+    cdef double* scale = a.params + a.C
+    cdef double* shift = a.params + 2 * a.C
+    cdef Py_ssize_t n = a.n, C = a.C, L = a.L, c, i, r0, chunk
+    cdef int nt = a.nt if n * C * L >= MIN_PARALLEL else 1
     for c in range(C):
         mu[c] = running_mean[c]
-        scale[c] = weight[c] / sqrt(<double>running_var[c] + eps)
+        scale[c] = weight[c] / sqrt(<double>running_var[c] + a.eps)
         shift[c] = bias[c]
     if L == 1:
         # no reduction: split rows, each row is one contiguous run over all channels
         chunk = max(1, MIN_PARALLEL // (2 * C))
-        for r0 in prange(0, n, chunk, schedule="static", use_threads_if=threads):
+        for r0 in prange(0, n, chunk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _rows_affine(xp + r0 * C, yp + r0 * C, min(chunk, n - r0), C, mu, scale, shift)
     else:
-        for i in prange(n * C, schedule="static", use_threads_if=threads):
+        for i in prange(n * C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             c = i % C
             _seg_affine(xp + i * L, yp + i * L, L, mu[c], scale[c], shift[c])
 
 
 # ---------------------------------------------------------------- public kernels
-# The dispatcher (tinygrad_bn.kernels) validates arguments first; these wrappers check
-# again, cheaply, what memory safety depends on (dtype, per-channel lengths, same shapes),
-# make inputs C-contiguous (a copy only for strided views: one extra pass, cheaper than
-# strided kernels) and call the kernels with raw pointers (no memoryview set-up per call).
+# tinygrad_bn.kernels validates for the user and passes C-contiguous arrays; these wrappers
+# check what memory safety depends on (_arrays.pxd: dtype, byte order, ndim, contiguity; plus
+# per-channel lengths and equal shapes) and call the kernels with raw pointers (no memoryview
+# set-up per call: fused memoryviews measured 2.3 us more per call than this on a small call).
 
-cdef cnp.ndarray _contiguous(a):
-    """a as a C-contiguous ndarray; no copy (and no Python-level call) when it is one."""
-    if cnp.PyArray_Check(a) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
-        return <cnp.ndarray>a
-    return np.ascontiguousarray(a)
-
-
-cdef int _input_type(cnp.ndarray x) except -1:
-    """Type number of a float32/float64 (N, C) or (N, C, L) input, or a clear error."""
-    cdef int t = cnp.PyArray_TYPE(x)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"batch_norm: expected float32 or float64 input, got {x.dtype}")
-    if cnp.PyArray_NDIM(x) != 2 and cnp.PyArray_NDIM(x) != 3:
-        raise ValueError(f"batch_norm: expected 2D or 3D input, got shape {(<object>x).shape}")
+cdef int _setup(str op, BN* a, x) except -1:
+    """Check x, fill a's sizes and threads; returns x's type number."""
+    cdef int t = float_array(op, "input", x, 2, 3, cnp.NPY_NOTYPE)
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    a.n, a.C = cnp.PyArray_DIM(xa, 0), cnp.PyArray_DIM(xa, 1)
+    a.L = cnp.PyArray_DIM(xa, 2) if cnp.PyArray_NDIM(xa) == 3 else 1
+    a.x = cnp.PyArray_DATA(xa)
+    a.dy = a.weight = a.bias = a.mean = a.spread = a.y = a.stats = a.params = NULL
+    a.eps = 0.0
+    a.nt = tgbn_max_threads()
     return t
 
 
-cdef cnp.ndarray _per_channel(a, cnp.ndarray x, str arg):
-    """a as a C-contiguous (C,) array of x's dtype, or a clear error."""
-    cdef cnp.ndarray v = _contiguous(a)
-    if cnp.PyArray_TYPE(v) != cnp.PyArray_TYPE(x):
-        raise TypeError(f"batch_norm: {arg} must have dtype {x.dtype}, got {v.dtype}")
-    if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != cnp.PyArray_DIM(x, 1):
-        raise ValueError(f"batch_norm: expected {arg} of shape ({cnp.PyArray_DIM(x, 1)},), "
-                         f"got {(<object>v).shape}")
-    return v
+cdef inline cnp.ndarray _empty_like(x):
+    cdef cnp.ndarray xa = <cnp.ndarray> x
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.PyArray_TYPE(xa), 0)
 
 
-cdef cnp.ndarray _same_shape(a, cnp.ndarray x, str arg):
-    """a as a C-contiguous array of x's dtype and shape, or a clear error."""
-    cdef cnp.ndarray v = _contiguous(a)
-    cdef int d
-    cdef bint same = cnp.PyArray_NDIM(v) == cnp.PyArray_NDIM(x)
-    if cnp.PyArray_TYPE(v) != cnp.PyArray_TYPE(x):
-        raise TypeError(f"batch_norm: {arg} must have dtype {x.dtype}, got {v.dtype}")
-    for d in range(cnp.PyArray_NDIM(x) if same else 0):
-        same = same and cnp.PyArray_DIM(v, d) == cnp.PyArray_DIM(x, d)
-    if not same:
-        raise ValueError(f"batch_norm: {arg} {(<object>v).shape} != input {(<object>x).shape}")
-    return v
+cdef inline cnp.ndarray _vector(Py_ssize_t n, int t, bint zero):
+    cdef cnp.npy_intp d = n
+    return cnp.PyArray_ZEROS(1, &d, t, 0) if zero else cnp.PyArray_EMPTY(1, &d, t, 0)
 
 
-cdef cnp.ndarray _empty_like(cnp.ndarray x):
-    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
-
-
-cdef inline void* _p(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
+cdef const void* _per_channel(str op, str arg, v, int t, Py_ssize_t C) except NULL:
+    """Data of v after checking it is a (C,) array of type t."""
+    float_array(op, arg, v, 1, 1, t)
+    if cnp.PyArray_DIM(<cnp.ndarray> v, 0) != C:
+        raise ValueError(f"{op}: {arg}: expected shape ({C},) (got {v.shape})")
+    return cnp.PyArray_DATA(<cnp.ndarray> v)
 
 
 def batch_norm_forward_train(x, weight, bias, double eps):
-    """(y, mean, var, invstd): y = (x - mean) * invstd * weight + bias, var biased, per channel."""
-    cdef cnp.ndarray xc = _contiguous(x)
-    cdef int t = _input_type(xc)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
-    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
-    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
-    cdef cnp.ndarray b = _per_channel(bias, xc, "bias")
-    if c and n * l < 1:
-        raise ValueError(f"batch_norm: expected at least 1 value per channel, got {np.shape(x)}")
-    if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
-    cdef cnp.ndarray y = _empty_like(xc)
-    # the kernels write mean, var, invstd at stats[c], stats[C + c], stats[2C + c]
-    cdef cnp.ndarray stats = np.empty(3 * c, xc.dtype)
-    cdef void* px = _p(xc)
-    cdef void* pw = _p(w)
-    cdef void* pb = _p(b)
-    cdef void* py = _p(y)
-    cdef void* ps = _p(stats)
-    if n * c * l and t == cnp.NPY_FLOAT32:
+    """(y, mean, var, invstd): y = (x - mean) * invstd * weight + bias, var biased, per channel
+    of x (N, C) or (N, C, L). Raises TypeError/ValueError."""
+    cdef BN a
+    cdef int t = _setup("batch_norm", &a, x)
+    a.weight = _per_channel("batch_norm", "weight", weight, t, a.C)
+    a.bias = _per_channel("batch_norm", "bias", bias, t, a.C)
+    if a.C and a.n * a.L < 1:  # the kernels read each channel's first value
+        raise ValueError(f"batch_norm: input: expected at least 1 value per channel "
+                         f"(got shape {x.shape})")
+    a.eps = eps
+    y = _empty_like(x)
+    stats = _vector(3 * a.C, t, False)  # the kernels write mean, var, invstd at c, C + c, 2C + c
+    a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
+    a.stats = cnp.PyArray_DATA(<cnp.ndarray> stats)
+    if a.C:
         with nogil:
-            _forward_train(<const float*>px, <const float*>pw, <const float*>pb, eps,
-                           <float*>py, <float*>ps, n, c, l)
-    elif n * c * l:
-        with nogil:
-            _forward_train(<const double*>px, <const double*>pw, <const double*>pb, eps,
-                           <double*>py, <double*>ps, n, c, l)
-    return y, stats[:c], stats[c:2 * c], stats[2 * c:]
+            if t == cnp.NPY_FLOAT32:
+                _forward_train(<float> 0, &a)
+            else:
+                _forward_train(<double> 0, &a)
+    return y, stats[:a.C], stats[a.C:2 * a.C], stats[2 * a.C:]
 
 
-def batch_norm_backward(grad_out, x, mean, invstd, weight):
-    """(dx, dweight, dbias): dx = weight*invstd/m * (m*dy - dbias - xhat*dweight)."""
-    cdef cnp.ndarray xc = _contiguous(x)
-    cdef int t = _input_type(xc)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
-    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
-    cdef cnp.ndarray dy = _same_shape(grad_out, xc, "grad_out")
-    cdef cnp.ndarray mu = _per_channel(mean, xc, "mean")
-    cdef cnp.ndarray inv = _per_channel(invstd, xc, "invstd")
-    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
-    cdef cnp.ndarray dx = _empty_like(xc)
-    # the kernels write dweight, dbias at grads[c], grads[C + c]; zero when N * L == 0
-    cdef cnp.ndarray grads = np.zeros(2 * c, xc.dtype)
-    cdef void* pdy = _p(dy)
-    cdef void* px = _p(xc)
-    cdef void* pm = _p(mu)
-    cdef void* pi = _p(inv)
-    cdef void* pw = _p(w)
-    cdef void* pdx = _p(dx)
-    cdef void* pg = _p(grads)
-    if n * c * l and t == cnp.NPY_FLOAT32:
+def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
+    """(dx, dweight, dbias): dx = weight*invstd/m * (m*dy - dbias - xhat*dweight); output_mask
+    (3 booleans) says which to return, the others are None (dweight and dbias come with the
+    sums dx needs; only dx costs a pass of its own). Raises TypeError/ValueError."""
+    cdef BN a
+    cdef int t = _setup("batch_norm_backward", &a, x)
+    float_array("batch_norm_backward", "grad_out", grad_out, 2, 3, t)
+    same_shape("batch_norm_backward", "grad_out", grad_out, x)
+    a.mean = _per_channel("batch_norm_backward", "mean", mean, t, a.C)
+    a.spread = _per_channel("batch_norm_backward", "invstd", invstd, t, a.C)
+    a.weight = _per_channel("batch_norm_backward", "weight", weight, t, a.C)
+    cdef int mask = mask_bits("batch_norm_backward", output_mask)
+    dx = _empty_like(x) if mask & 1 else None
+    grads = _vector(2 * a.C, t, True)  # dweight, dbias at c, C + c; zero when N * L == 0
+    a.dy = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
+    a.y = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray> dx)
+    a.stats = cnp.PyArray_DATA(<cnp.ndarray> grads)
+    if a.n * a.C * a.L:
         with nogil:
-            _backward(<const float*>pdy, <const float*>px, <const float*>pm, <const float*>pi,
-                      <const float*>pw, <float*>pdx, <float*>pg, n, c, l)
-    elif n * c * l:
-        with nogil:
-            _backward(<const double*>pdy, <const double*>px, <const double*>pm,
-                      <const double*>pi, <const double*>pw, <double*>pdx, <double*>pg, n, c, l)
-    return dx, grads[:c], grads[c:]
+            if t == cnp.NPY_FLOAT32:
+                _backward(<float> 0, &a)
+            else:
+                _backward(<double> 0, &a)
+    return dx, (grads[:a.C] if mask & 2 else None), (grads[a.C:] if mask & 4 else None)
 
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, double eps):
-    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one pass."""
-    cdef cnp.ndarray xc = _contiguous(x)
-    cdef int t = _input_type(xc)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(xc, 0), c = cnp.PyArray_DIM(xc, 1)
-    cdef Py_ssize_t l = cnp.PyArray_DIM(xc, 2) if cnp.PyArray_NDIM(xc) == 3 else 1
-    cdef cnp.ndarray rm = _per_channel(running_mean, xc, "running_mean")
-    cdef cnp.ndarray rv = _per_channel(running_var, xc, "running_var")
-    cdef cnp.ndarray w = _per_channel(weight, xc, "weight")
-    cdef cnp.ndarray b = _per_channel(bias, xc, "bias")
-    if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
-    cdef cnp.ndarray y = _empty_like(xc)
-    cdef cnp.ndarray params = np.empty(3 * c, np.float64)
-    cdef void* px = _p(xc)
-    cdef void* pm = _p(rm)
-    cdef void* pv = _p(rv)
-    cdef void* pw = _p(w)
-    cdef void* pb = _p(b)
-    cdef void* py = _p(y)
-    cdef double* pp = <double*>_p(params)
-    if n * c * l and t == cnp.NPY_FLOAT32:
+    """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one pass over x (N, C)
+    or (N, C, L). Raises TypeError/ValueError."""
+    cdef BN a
+    cdef int t = _setup("batch_norm", &a, x)
+    a.mean = _per_channel("batch_norm", "running_mean", running_mean, t, a.C)
+    a.spread = _per_channel("batch_norm", "running_var", running_var, t, a.C)
+    a.weight = _per_channel("batch_norm", "weight", weight, t, a.C)
+    a.bias = _per_channel("batch_norm", "bias", bias, t, a.C)
+    a.eps = eps
+    y = _empty_like(x)
+    params = _vector(3 * a.C, cnp.NPY_FLOAT64, False)
+    a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
+    a.params = <double*> cnp.PyArray_DATA(<cnp.ndarray> params)
+    if a.n * a.C * a.L:
         with nogil:
-            _forward_eval(<const float*>px, <const float*>pm, <const float*>pv,
-                          <const float*>pw, <const float*>pb, eps, <float*>py, pp, n, c, l)
-    elif n * c * l:
-        with nogil:
-            _forward_eval(<const double*>px, <const double*>pm, <const double*>pv,
-                          <const double*>pw, <const double*>pb, eps, <double*>py, pp, n, c, l)
+            if t == cnp.NPY_FLOAT32:
+                _forward_eval(<float> 0, &a)
+            else:
+                _forward_eval(<double> 0, &a)
     return y

@@ -1,22 +1,25 @@
-"""Compiled conv2d (forward, grad-input, grad-weight) and max_pool2d for NCHW arrays.
+"""Compiled conv2d (forward, and a backward that computes only the gradients asked for)
+for NCHW arrays.
 
 conv2d is im2col + the GEMM of gemm.pxd, one image at a time. With at least as many
 images as threads, threads take images dynamically (each with its own column buffers);
 the weight gradient is summed per fixed run of images and the runs are added in order, so
 a given thread count always gives the same bits. With fewer images the GEMM itself is
 threaded. im2col for stride 1 with "same" width (k3 p1) is one flat shifted copy per
-kernel tap. Arguments are validated by tinygrad_bn.kernels (and re-checked cheaply here);
-non-contiguous inputs are copied once (np.ascontiguousarray): measured 0.13 ms for a
-channels-last (64, 32, 14, 14) float32 input against 6.3 ms for its forward conv.
+kernel tap. tinygrad_bn.kernels validates for the user and passes C-contiguous arrays
+(a channels-last (64, 32, 14, 14) float32 copy measured 0.13 ms against 6.3 ms for its
+forward conv); the wrappers here check what memory safety needs (_arrays.pxd).
 """
-import numpy as np
 cimport numpy as cnp
+import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
-from gemm cimport gemm, tgbn_max_threads, PAR_MIN_WORK
+
+from _arrays cimport float_array, int_tuple, mask_bits
+from _openmp cimport tgbn_max_threads
+from gemm cimport gemm, PAR_MIN_WORK
 
 cnp.import_array()
 
@@ -151,14 +154,26 @@ cdef void col2im_add(floating* cols, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
 
 # ---------------------------------------------------------------- conv2d
 
-cdef int _conv_forward(const floating* x, const floating* w, floating* y,
-                       Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                       Py_ssize_t O, Py_ssize_t KH, Py_ssize_t KW,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
+ctypedef struct Conv:
+    const void* x           # (N, C, H, W)
+    const void* w           # (O, C, KH, KW)
+    const void* dy          # (N, O, OH, OW): grad_out (backward)
+    void* y                 # (N, O, OH, OW): the output (forward)
+    void* dx                # (N, C, H, W), zeroed; NULL when not asked for
+    void* dw                # (O, C, KH, KW); NULL when not asked for
+    Py_ssize_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW
+    int nt                  # threads for this call
+
+
+cdef int _conv_forward(floating tag, const Conv* a) noexcept nogil:
     """y[n] = W (O, C*KH*KW) @ im2col(x[n]); returns -1 when out of memory."""
+    cdef const floating* x = <const floating*> a.x
+    cdef const floating* w = <const floating*> a.w
+    cdef floating* y = <floating*> a.y
+    cdef Py_ssize_t N = a.N, C = a.C, H = a.H, W = a.W, O = a.O, KH = a.KH, KW = a.KW
+    cdef Py_ssize_t sh = a.sh, sw = a.sw, ph = a.ph, pw = a.pw, OH = a.OH, OW = a.OW
     cdef Py_ssize_t CKK = C * KH * KW, P = OH * OW, n
-    cdef int nt = tgbn_max_threads()
+    cdef int nt = a.nt
     cdef bint per_image = nt > 1 and N >= nt and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
     cdef int failed = 0
@@ -169,7 +184,7 @@ cdef int _conv_forward(const floating* x, const floating* w, floating* y,
         return -1
     if per_image:
         # dynamic: on a busy machine a descheduled thread does not hold up the others
-        for n in prange(N, schedule='dynamic'):
+        for n in prange(N, schedule='dynamic', num_threads=nt):
             buf = cols + threadid() * CKK * P
             im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, buf)
             if gemm(O, P, CKK, w, CKK, 1, buf, P, 1, y + n * O * P, P, False, False) < 0:
@@ -192,15 +207,18 @@ cdef inline int _dw_add(bint dw_rows, Py_ssize_t O, Py_ssize_t CKK, Py_ssize_t P
     return gemm(CKK, O, P, cols, P, 1, dy, 1, P, part, O, True, threaded)
 
 
-cdef int _conv_backward(const floating* x, const floating* w, const floating* dy,
-                        floating* dx, floating* dw,
-                        Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t O, Py_ssize_t KH, Py_ssize_t KW,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                        Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """dW = sum_n dy[n] @ im2col(x[n]).T and dx[n] = col2im(W.T @ dy[n]); dx must be zeroed."""
+cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
+    """dW = sum_n dy[n] @ im2col(x[n]).T and dx[n] = col2im(W.T @ dy[n]), each only when its
+    pointer is set (dx zeroed). Returns -1 when out of memory."""
+    cdef const floating* x = <const floating*> a.x
+    cdef const floating* w = <const floating*> a.w
+    cdef const floating* dy = <const floating*> a.dy
+    cdef floating* dx = <floating*> a.dx
+    cdef floating* dw = <floating*> a.dw
+    cdef Py_ssize_t N = a.N, C = a.C, H = a.H, W = a.W, O = a.O, KH = a.KH, KW = a.KW
+    cdef Py_ssize_t sh = a.sh, sw = a.sw, ph = a.ph, pw = a.pw, OH = a.OH, OW = a.OW
     cdef Py_ssize_t CKK = C * KH * KW, P = OH * OW, n, r, o
-    cdef int nt = tgbn_max_threads()
+    cdef int nt = a.nt
     cdef bint per_image = nt > 1 and N >= nt and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
     # images go in nchunk fixed runs, each with its own dW partial, summed in run order:
@@ -214,214 +232,128 @@ cdef int _conv_backward(const floating* x, const floating* w, const floating* dy
     cdef int* fail = &failed
     cdef floating* cbuf
     cdef floating* dbuf
-    cdef floating* s
-    # per thread: im2col columns and their gradient; per run: a partial dW (O, CKK) or dW^T (CKK, O)
-    cdef floating* cols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
-    cdef floating* dcols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
-    cdef floating* dwt = <floating*> calloc(nchunk * CKK * O, sizeof(floating))
-    if cols == NULL or dcols == NULL or dwt == NULL:
+    cdef floating* part
+    # per thread: im2col columns (for dW) and their gradient (for dx); per run: a partial dW
+    # (O, CKK) or dW^T (CKK, O). Only what the asked-for gradients need is allocated.
+    cdef floating* cols = NULL
+    cdef floating* dcols = NULL
+    cdef floating* dwt = NULL
+    if dw != NULL:
+        cols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
+        dwt = <floating*> calloc(nchunk * CKK * O, sizeof(floating))
+    if dx != NULL:
+        dcols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
+    if (dw != NULL and (cols == NULL or dwt == NULL)) or (dx != NULL and dcols == NULL):
         free(cols); free(dcols); free(dwt)
         return -1
+    if dw == NULL and dx == NULL:
+        return 0
     if per_image:
-        for ch in prange(nchunk, schedule='dynamic'):
+        for ch in prange(nchunk, schedule='dynamic', num_threads=nt):
             t = threadid()
-            cbuf = cols + t * CKK * P
-            dbuf = dcols + t * CKK * P
             for n in range(ch * N // nchunk, (ch + 1) * N // nchunk):
-                im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cbuf)
-                if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cbuf, dwt + ch * CKK * O, False) < 0:
-                    fail[0] = 1
-                if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False, False) < 0:
-                    fail[0] = 1
-                col2im_add(dbuf, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
+                if dw != NULL:
+                    cbuf = cols + t * CKK * P
+                    part = dwt + ch * CKK * O
+                    im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cbuf)
+                    if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cbuf, part, False) < 0:
+                        fail[0] = 1
+                if dx != NULL:
+                    dbuf = dcols + t * CKK * P
+                    if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False, False) < 0:
+                        fail[0] = 1
+                    col2im_add(dbuf, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
     else:
         for n in range(N):
-            im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
-            if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cols, dwt, True) < 0:
-                failed = 1
-            if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dcols, P, False, True) < 0:
-                failed = 1
-            col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
-    for o in range(O):
-        for r in range(CKK):
-            s = dwt + (o * CKK + r if dw_rows else r * O + o)
-            dw[o * CKK + r] = s[0]
-            for ch in range(1, nchunk):
-                dw[o * CKK + r] += s[ch * CKK * O]
+            if dw != NULL:
+                im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
+                if _dw_add(dw_rows, O, CKK, P, dy + n * O * P, cols, dwt, True) < 0:
+                    failed = 1
+            if dx != NULL:
+                if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dcols, P, False, True) < 0:
+                    failed = 1
+                col2im_add(dcols, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
+    if dw != NULL:
+        for o in range(O):
+            for r in range(CKK):
+                part = dwt + (o * CKK + r if dw_rows else r * O + o)
+                dw[o * CKK + r] = part[0]
+                for ch in range(1, nchunk):
+                    dw[o * CKK + r] += part[ch * CKK * O]
     free(cols); free(dcols); free(dwt)
     return -1 if failed else 0
 
 
-def _window(op, h, w, kh, kw, stride, padding):
-    """(sh, sw, ph, pw, OH, OW), re-checked here so a direct call cannot index out of bounds."""
-    sh, sw = int(stride[0]), int(stride[1])
-    ph, pw = int(padding[0]), int(padding[1])
-    oh = (h + 2 * ph - kh) // sh + 1 if sh > 0 else 0
-    ow = (w + 2 * pw - kw) // sw + 1 if sw > 0 else 0
-    if sh < 1 or sw < 1 or ph < 0 or pw < 0 or kh < 1 or kw < 1 or oh < 1 or ow < 1:
-        raise ValueError(f"{op}: window {(kh, kw)} with stride {(sh, sw)} and padding {(ph, pw)} "
-                         f"does not fit the input of size {(h, w)}")
-    return sh, sw, ph, pw, oh, ow
-
-
-def _float_arrays(op, *arrays):
-    """C-contiguous copies (or the arrays themselves) after checking one float dtype for all."""
-    dt = arrays[0].dtype
-    if dt not in (np.float32, np.float64) or any(a.dtype != dt for a in arrays):
-        raise TypeError(f"{op}: expected float32 or float64 arrays of one dtype, got "
-                        f"{', '.join(str(a.dtype) for a in arrays)}")
-    return [np.ascontiguousarray(a) for a in arrays]
-
-
-def _conv_dims(op, x, weight, stride, padding):
-    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
-        raise ValueError(f"{op}: expected input (N, C, H, W) and weight (O, C, KH, KW), "
-                         f"got {x.shape} and {weight.shape}")
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    return (n, c, h, w, o, kh, kw) + _window(op, h, w, kh, kw, stride, padding)
+cdef int _setup(str op, Conv* a, x, weight, stride, padding) except -1:
+    """Check the arrays and tuples (memory safety) and fill a's pointers and sizes; returns
+    the dtype's type number."""
+    cdef int t = float_array(op, "input", x, 4, 4, cnp.NPY_NOTYPE)
+    float_array(op, "weight", weight, 4, 4, t)
+    a.N, a.C, a.H, a.W = x.shape
+    a.O, c, a.KH, a.KW = weight.shape
+    a.sh, a.sw = int_tuple(op, "stride", stride, 2)
+    a.ph, a.pw = int_tuple(op, "padding", padding, 2)
+    if c != a.C or a.sh < 1 or a.sw < 1 or a.ph < 0 or a.pw < 0:
+        raise ValueError(f"{op}: expected weight (O, {a.C}, KH, KW), stride >= 1 and padding "
+                         f">= 0 (got {weight.shape}, {(a.sh, a.sw)}, {(a.ph, a.pw)})")
+    a.OH = (a.H + 2 * a.ph - a.KH) // a.sh + 1
+    a.OW = (a.W + 2 * a.pw - a.KW) // a.sw + 1
+    if a.OH < 1 or a.OW < 1:
+        raise ValueError(f"{op}: expected a window that fits the input {(a.H, a.W)} (got "
+                         f"kernel {(a.KH, a.KW)}, stride {(a.sh, a.sw)}, padding {(a.ph, a.pw)})")
+    a.x = cnp.PyArray_DATA(<cnp.ndarray> x)
+    a.w = cnp.PyArray_DATA(<cnp.ndarray> weight)
+    a.dy = a.y = a.dx = a.dw = NULL
+    a.nt = tgbn_max_threads()
+    return t
 
 
 def conv2d_forward(x, weight, stride, padding):
-    """y[n, o] = sum_{c,i,j} w[o, c, i, j] * xpad[n, c, s*p + i, s*q + j]: (N, C, H, W) -> (N, O, OH, OW)."""
-    x, weight = _float_arrays("conv2d", x, weight)
-    cdef Py_ssize_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW
-    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims("conv2d", x, weight, stride, padding)
-    cdef cnp.ndarray y = np.empty((N, O, OH, OW), dtype=x.dtype)
-    cdef void* px = cnp.PyArray_DATA(<cnp.ndarray> x)
-    cdef void* pwt = cnp.PyArray_DATA(<cnp.ndarray> weight)
-    cdef void* py = cnp.PyArray_DATA(y)
+    """y[n, o] = sum_{c,i,j} w[o, c, i, j] * xpad[n, c, s*p + i, s*q + j]: (N, C, H, W) and
+    (O, C, KH, KW) -> (N, O, OH, OW); stride, padding (h, w) tuples. Raises TypeError/ValueError."""
+    cdef Conv a
+    cdef int t = _setup("conv2d", &a, x, weight, stride, padding)
     cdef int rc = 0
-    if y.size == 0 or C * KH * KW == 0:
+    y = np.empty((a.N, a.O, a.OH, a.OW), dtype=x.dtype)
+    if y.size == 0 or a.C * a.KH * a.KW == 0:
         y.fill(0)  # an empty sum
         return y
+    a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
     with nogil:
-        if cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT:
-            rc = _conv_forward(<float*> px, <float*> pwt, <float*> py,
-                               N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW)
+        if t == cnp.NPY_FLOAT32:
+            rc = _conv_forward(<float> 0, &a)
         else:
-            rc = _conv_forward(<double*> px, <double*> pwt, <double*> py,
-                               N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW)
+            rc = _conv_forward(<double> 0, &a)
     if rc < 0:
         raise MemoryError(f"conv2d: out of memory for the column buffers of input {x.shape}")
     return y
 
 
-def conv2d_backward(x, weight, grad_out, stride, padding):
-    """(dx, dweight) of conv2d_forward given grad_out (N, O, OH, OW)."""
-    x, weight, grad_out = _float_arrays("conv2d_backward", x, weight, grad_out)
-    cdef Py_ssize_t N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW
-    N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW = _conv_dims("conv2d_backward", x, weight,
-                                                               stride, padding)
-    if grad_out.shape != (N, O, OH, OW):
-        raise ValueError(f"conv2d_backward: expected grad_out of shape {(N, O, OH, OW)}, "
-                         f"got {grad_out.shape}")
-    cdef cnp.ndarray dx = np.zeros(x.shape, dtype=x.dtype)
-    cdef cnp.ndarray dw = np.zeros(weight.shape, dtype=x.dtype)
-    cdef void* px = cnp.PyArray_DATA(<cnp.ndarray> x)
-    cdef void* pwt = cnp.PyArray_DATA(<cnp.ndarray> weight)
-    cdef void* pdy = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
-    cdef void* pdx = cnp.PyArray_DATA(dx)
-    cdef void* pdw = cnp.PyArray_DATA(dw)
+def conv2d_backward(x, weight, grad_out, stride, padding, output_mask=(True, True, True)):
+    """(dx, dweight, dbias) of conv2d_forward given grad_out (N, O, OH, OW); output_mask
+    (3 booleans, as ATen's convolution_backward) says which to compute, the others are None."""
+    cdef Conv a
+    cdef int t = _setup("conv2d_backward", &a, x, weight, stride, padding)
     cdef int rc = 0
-    if dw.size == 0 or N * OH * OW == 0:
-        return dx, dw
+    float_array("conv2d_backward", "grad_out", grad_out, 4, 4, t)
+    if grad_out.shape != (a.N, a.O, a.OH, a.OW):
+        raise ValueError(f"conv2d_backward: grad_out: expected shape {(a.N, a.O, a.OH, a.OW)} "
+                         f"(got {grad_out.shape})")
+    cdef int mask = mask_bits("conv2d_backward", output_mask)
+    dx = np.zeros(x.shape, dtype=x.dtype) if mask & 1 else None
+    dw = np.zeros(weight.shape, dtype=x.dtype) if mask & 2 else None
+    db = grad_out.sum(axis=(0, 2, 3)) if mask & 4 else None  # NumPy's pairwise sum vectorizes
+    if a.N * a.OH * a.OW == 0 or a.O == 0 or a.C * a.KH * a.KW == 0 or not mask & 3:
+        return dx, dw, db
+    a.dy = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
+    a.dx = NULL if dx is None else cnp.PyArray_DATA(<cnp.ndarray> dx)
+    a.dw = NULL if dw is None else cnp.PyArray_DATA(<cnp.ndarray> dw)
     with nogil:
-        if cnp.PyArray_TYPE(dx) == cnp.NPY_FLOAT:
-            rc = _conv_backward(<float*> px, <float*> pwt, <float*> pdy, <float*> pdx, <float*> pdw,
-                                N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW)
+        if t == cnp.NPY_FLOAT32:
+            rc = _conv_backward(<float> 0, &a)
         else:
-            rc = _conv_backward(<double*> px, <double*> pwt, <double*> pdy, <double*> pdx,
-                                <double*> pdw, N, C, H, W, O, KH, KW, sh, sw, ph, pw, OH, OW)
+            rc = _conv_backward(<double> 0, &a)
     if rc < 0:
-        raise MemoryError(f"conv2d_backward: out of memory for the column buffers of input {x.shape}")
-    return dx, dw
-
-
-# ---------------------------------------------------------------- max_pool2d
-
-cdef void _pool_forward(const floating* x, floating* y, cnp.int64_t* arg,
-                        Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t OH, Py_ssize_t OW) noexcept nogil:
-    """Window maxima and flat argmax per plane; padding is -inf, ties keep the first (row-major)."""
-    cdef Py_ssize_t p, oh, ow, ih, iw, h0, w0, best_i
-    cdef floating best, v
-    cdef const floating* xp
-    for p in prange(planes, schedule='static',
-                    use_threads_if=planes * OH * OW * KH * KW >= PAR_MIN_WORK):
-        xp = x + p * H * W
-        for oh in range(OH):
-            h0 = oh * sh - ph
-            for ow in range(OW):
-                w0 = ow * sw - pw
-                best = -INFINITY
-                best_i = 0
-                for ih in range(max(h0, 0), min(h0 + KH, H)):
-                    for iw in range(max(w0, 0), min(w0 + KW, W)):
-                        v = xp[ih * W + iw]
-                        if v > best:
-                            best = v
-                            best_i = ih * W + iw
-                y[(p * OH + oh) * OW + ow] = best
-                arg[(p * OH + oh) * OW + ow] = best_i
-
-
-cdef void _pool_backward(const floating* g, const cnp.int64_t* arg, floating* dx,
-                         Py_ssize_t planes, Py_ssize_t HW, Py_ssize_t OHW) noexcept nogil:
-    """dx[p, arg[p, o]] += g[p, o]; one thread per plane, so each plane has one writer."""
-    cdef Py_ssize_t p, o, k
-    for p in prange(planes, schedule='static', use_threads_if=planes * OHW >= PAR_MIN_WORK):
-        for o in range(OHW):
-            k = arg[p * OHW + o]
-            if 0 <= k < HW:  # validated by the dispatcher; kept so a bad index can never write
-                dx[p * HW + k] += g[p * OHW + o]
-
-
-def max_pool2d_forward(x, kernel_size, stride, padding):
-    """(y, argmax) over (N, C, H, W); argmax is int64, the flat index h*W + w in the input plane."""
-    (x,) = _float_arrays("max_pool2d", x)
-    if x.ndim != 4:
-        raise ValueError(f"max_pool2d: expected input (N, C, H, W), got {x.shape}")
-    n, c, h, w = x.shape
-    cdef Py_ssize_t KH = kernel_size[0], KW = kernel_size[1]
-    cdef Py_ssize_t H = h, W = w, sh, sw, ph, pw, OH, OW
-    sh, sw, ph, pw, OH, OW = _window("max_pool2d", h, w, KH, KW, stride, padding)
-    cdef Py_ssize_t planes = n * c
-    cdef cnp.ndarray y = np.empty((n, c, OH, OW), dtype=x.dtype)
-    cdef cnp.ndarray arg = np.empty((n, c, OH, OW), dtype=np.int64)
-    cdef void* px = cnp.PyArray_DATA(<cnp.ndarray> x)
-    cdef void* py = cnp.PyArray_DATA(y)
-    cdef cnp.int64_t* pa = <cnp.int64_t*> cnp.PyArray_DATA(arg)
-    if y.size == 0:
-        return y, arg
-    with nogil:
-        if cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT:
-            _pool_forward(<float*> px, <float*> py, pa, planes, H, W, KH, KW, sh, sw, ph, pw, OH, OW)
-        else:
-            _pool_forward(<double*> px, <double*> py, pa, planes, H, W, KH, KW, sh, sw, ph, pw, OH, OW)
-    return y, arg
-
-
-def max_pool2d_backward(grad_out, argmax, input_shape):
-    """dx (input_shape): each output's gradient added at its argmax position."""
-    (grad_out,) = _float_arrays("max_pool2d_backward", grad_out)
-    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
-    n, c, h, w = (int(s) for s in input_shape)
-    if grad_out.ndim != 4 or grad_out.shape[:2] != (n, c) or argmax.shape != grad_out.shape:
-        raise ValueError(f"max_pool2d_backward: grad_out {grad_out.shape} and argmax "
-                         f"{argmax.shape} do not match input shape {tuple(input_shape)}")
-    cdef cnp.ndarray dx = np.zeros((n, c, h, w), dtype=grad_out.dtype)
-    cdef Py_ssize_t planes = n * c, HW = h * w
-    cdef Py_ssize_t OHW = grad_out.shape[2] * grad_out.shape[3]
-    cdef void* pg = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
-    cdef cnp.int64_t* pa = <cnp.int64_t*> cnp.PyArray_DATA(<cnp.ndarray> argmax)
-    cdef void* pdx = cnp.PyArray_DATA(dx)
-    if dx.size == 0 or OHW == 0:
-        return dx
-    with nogil:
-        if cnp.PyArray_TYPE(dx) == cnp.NPY_FLOAT:
-            _pool_backward(<float*> pg, pa, <float*> pdx, planes, HW, OHW)
-        else:
-            _pool_backward(<double*> pg, pa, <double*> pdx, planes, HW, OHW)
-    return dx
+        raise MemoryError(f"conv2d_backward: out of memory for the column buffers of input "
+                          f"{x.shape}")
+    return dx, dw, db

@@ -18,16 +18,7 @@ from cython.parallel cimport prange, parallel, threadid
 from libc.stdlib cimport malloc, free
 from microkernel cimport MR, NR, NH, tile
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int tgbn_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int tgbn_max_threads(void) { return 1; }
-    #endif
-    """
-    int tgbn_max_threads() noexcept nogil
+from _openmp cimport tgbn_max_threads
 
 cdef enum:
     MC = 144             # rows per packed A block (fits L2 with KC)

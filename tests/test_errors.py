@@ -98,19 +98,15 @@ def test_dtype_and_value_errors():
 
 def test_kernel_dispatch_validates_before_compiled_code():
     a32, a64 = np.ones((2, 3), np.float32), np.ones((3, 2), np.float64)
-    with pytest.raises(TypeError, match=r"one dtype, got a=float32, b=float64"):
+    with pytest.raises(TypeError, match=r"one dtype \(got a=float32, b=float64\)"):
         kernels.matmul(a32, a64)
-    with pytest.raises(TypeError, match="float32 or float64, got int64"):
+    with pytest.raises(TypeError, match=r"float32 or float64 in native byte order \(got <i8\)"):
         kernels.matmul(np.ones((2, 2), np.int64), np.ones((2, 2), np.int64))
     with pytest.raises(ValueError, match="inner dims"):
         kernels.matmul(a32, a32)
-    with pytest.raises(ValueError, match=r"weight of shape \(3,\), got \(2,\)"):
+    with pytest.raises(ValueError, match=r"weight: expected shape \(3,\) \(got \(2,\)\)"):
         kernels.batch_norm_forward_train(a32, np.ones(2, np.float32), np.ones(3, np.float32), 1e-5)
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
-        kernels.batch_norm_forward_train(
-            np.ones((1, 3), np.float32), np.ones(3, np.float32), np.ones(3, np.float32), 1e-5
-        )
-    with pytest.raises(ValueError, match="argmax values"):
+    with pytest.raises(ValueError, match=r"argmax: expected values in \[0, 4\)"):
         kernels.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.full((1, 1, 1, 1), 9), (1, 1, 2, 2))
     with pytest.raises(ValueError, match="set_backend"):
         kernels.set_backend("fortran")

@@ -331,7 +331,7 @@ def test_zero_size_axes():
     )
     assert y.shape == (4, 0, 2) and mean.shape == var.shape == invstd.shape == (0,)
     assert y.dtype == mean.dtype == np.float32
-    with pytest.raises(ValueError, match="more than 1 value per channel"):
+    with pytest.raises(ValueError, match="at least 1 value per channel"):
         K.batch_norm_forward_train(np.zeros((0, 3)), w, b, 1e-5)
 
 
@@ -350,9 +350,9 @@ def test_compiled_wrappers_check_what_memory_safety_depends_on():
 
     x = np.ones((4, 3), np.float32)
     ok = np.ones(3, np.float32)
-    with pytest.raises(TypeError, match="weight must have dtype float32"):
+    with pytest.raises(TypeError, match="weight: expected the dtype of the first array"):
         batchnorm.batch_norm_forward_train(x, np.ones(3), ok, 1e-5)
-    with pytest.raises(ValueError, match=r"expected bias of shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"bias: expected shape \(3,\)"):
         batchnorm.batch_norm_forward_train(x, ok, np.ones(2, np.float32), 1e-5)
     with pytest.raises(ValueError, match="grad_out"):
         batchnorm.batch_norm_backward(np.ones((4, 3, 1), np.float32), x, ok, ok, ok)
@@ -360,10 +360,54 @@ def test_compiled_wrappers_check_what_memory_safety_depends_on():
         batchnorm.batch_norm_backward(np.ones((5, 3), np.float32), x, ok, ok, ok)
     with pytest.raises(TypeError, match="float32 or float64"):
         batchnorm.batch_norm_forward_eval(x.astype(np.int32), ok, ok, ok, ok, 1e-5)
-    with pytest.raises(ValueError, match="2D or 3D"):
+    with pytest.raises(ValueError, match="2D to 3D"):
         batchnorm.batch_norm_forward_eval(np.ones((2, 3, 1, 1), np.float32), ok, ok, ok, ok, 1e-5)
-    with pytest.raises(ValueError, match="eps must be > 0"):
-        batchnorm.batch_norm_forward_eval(x, ok, ok, ok, ok, 0.0)
+
+
+def test_eps_zero_is_the_callers_choice():
+    """eps is checked where the user passed it (nn, F); the kernel computes with eps = 0."""
+    x = np.array([[1.0, 2.0], [3.0, 2.0]])
+    one, zero = np.ones(2), np.zeros(2)
+    y, mean, var, invstd = K.batch_norm_forward_train(x, one, zero, 0.0)
+    np.testing.assert_array_equal(var, [1.0, 0.0])
+    assert invstd[1] == np.inf
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_in_a_channel_gives_nan_statistics_on_both_backends(shape, dtype):
+    """Was: the compiled path clamped a NaN variance to 0 (NumPy and PyTorch give NaN)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[2, 1] = np.nan
+    w, b = np.ones(5, dtype), np.zeros(5, dtype)
+    for name in ("cython", "numpy"):
+        with K.backend(name):
+            y, mean, var, invstd = K.batch_norm_forward_train(x, w, b, 1e-5)
+        assert np.isnan(mean[1]) and np.isnan(var[1]) and np.isnan(invstd[1]), name
+        assert np.isnan(y[:, 1]).all(), name
+        others = [0, 2, 3, 4]
+        assert np.isfinite(var[others]).all() and np.isfinite(y[:, others]).all(), name
+
+
+@pytest.mark.parametrize("shape", [(60, 100), (64, 8, 49)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_output_mask(shape, dtype):
+    """Each mask returns exactly the asked-for gradients, equal to the unmasked ones, on
+    both backends; dx off skips its pass."""
+    rng = np.random.default_rng(6)
+    x, dy = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype)
+    _, mean, _, invstd = K.batch_norm_forward_train(x, w, w, 1e-5)
+    for name in ("cython", "numpy"):
+        with K.backend(name):
+            full = K.batch_norm_backward(dy, x, mean, invstd, w)
+            for mask in [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]:
+                got = K.batch_norm_backward(dy, x, mean, invstd, w, mask)
+                for want, g, m in zip(full, got, mask):
+                    assert (g is None) == (not m), (name, mask)
+                    if m:
+                        np.testing.assert_array_equal(g, want)
 
 
 @pytest.mark.parametrize("shape", [(60, 100), (8, 6, 5, 7)])

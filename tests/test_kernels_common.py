@@ -1,5 +1,6 @@
 """The kernel dispatch as a whole: the build is present, info(), backend switching,
-thread control, determinism of every kernel and flat memory over many calls."""
+thread control, determinism of every kernel and flat memory over many calls
+(bounds, fork safety and per-thread state: test_kernels_threads.py)."""
 
 import numpy as np
 import pytest
@@ -68,14 +69,6 @@ def test_backends_route_to_different_implementations():
         assert impl is not getattr(reference, name), name
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2", None])
-def test_set_num_threads_rejects_bad_values(bad):
-    before = K.get_num_threads()
-    with pytest.raises(ValueError, match="expected an integer >= 1"):
-        K.set_num_threads(bad)
-    assert K.get_num_threads() == before
-
-
 def test_set_num_threads_reaches_openmp():
     from tinygrad_bn._ext import _config
 
@@ -113,6 +106,7 @@ def _kernel_calls(dtype):
         "matmul_batched": lambda: K.matmul(a3, b3),
         "conv2d_forward": lambda: K.conv2d_forward(x, w, 2, 1),
         "conv2d_backward": lambda: K.conv2d_backward(x, w, gy, 2, 1),
+        "conv2d_backward_dw_only": lambda: K.conv2d_backward(x, w, gy, 2, 1, (0, 1, 0)),
         "max_pool2d_forward": lambda: K.max_pool2d_forward(xp, 3, 2, 1),
         "max_pool2d_backward": lambda: K.max_pool2d_backward(y, argmax, xp.shape),
         "batch_norm_forward_train_3d": lambda: K.batch_norm_forward_train(xb, c3, c3, 1e-5),
@@ -125,7 +119,7 @@ def _kernel_calls(dtype):
 
 
 def _as_tuple(out):
-    return out if isinstance(out, tuple) else (out,)
+    return tuple(o for o in out if o is not None) if isinstance(out, tuple) else (out,)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

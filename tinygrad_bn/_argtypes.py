@@ -5,6 +5,8 @@ import argparse
 import math
 import os
 
+from ._threads import MAX_THREADS
+
 
 def _number(text, convert, expected):
     try:
@@ -36,6 +38,14 @@ def int_at_least(minimum):
 
 
 positive_int = int_at_least(1)
+
+
+def thread_count(text):
+    """A type for --threads: the bound of kernels.set_num_threads, 1..MAX_THREADS."""
+    value = _number(text, int, f"an integer in [1, {MAX_THREADS}]")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, {MAX_THREADS}] (got {value})")
+    return value
 
 
 def positive_float(text):

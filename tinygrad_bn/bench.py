@@ -26,7 +26,7 @@ import numpy as np
 
 from . import environment as _environment
 from . import kernels
-from ._argtypes import new_file, positive_int
+from ._argtypes import new_file, thread_count
 
 IMPLS = ("ours", "numpy", "torch")
 
@@ -520,7 +520,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=None,
         help="threads for our kernels and torch (default: kernels' current count)",
     )

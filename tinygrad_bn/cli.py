@@ -22,6 +22,7 @@ from ._argtypes import (
     output_dir,
     positive_float,
     positive_int,
+    thread_count,
 )
 
 PROG = "tinygrad-bn"
@@ -137,7 +138,7 @@ def _add_common(p, defaults, name, max_batch):
     # small kernels and made runs 10-20x slower whenever another process was busy
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=1,
         help="threads for the compiled kernels (default: %(default)s; the kernels "
         "here are small, and more threads pay only on an otherwise idle "

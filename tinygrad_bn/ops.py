@@ -379,10 +379,12 @@ class Convolution(Function):
         return out
 
     def backward(self, grad):
-        dx, dw = kernels.conv2d_backward(
-            self.x, self.weight, np.ascontiguousarray(grad), self.stride, self.padding
+        need = self.needs_input_grad
+        mask = (need[0], need[1], self.has_bias and need[2])  # only the gradients asked for
+        dx, dw, db = kernels.conv2d_backward(
+            self.x, self.weight, grad, self.stride, self.padding, mask
         )
-        return (dx, dw, grad.sum(axis=(0, 2, 3))) if self.has_bias else (dx, dw)
+        return (dx, dw, db) if self.has_bias else (dx, dw)
 
 
 class MaxPool2DWithIndices(Function):
@@ -431,9 +433,9 @@ class BatchNormTrain(Function):
     def backward(self, grad):
         dy = _channels_last_dim(np.ascontiguousarray(grad))
         dx, dweight, dbias = kernels.batch_norm_backward(
-            dy, self.x, self.mean, self.invstd, self.weight
+            dy, self.x, self.mean, self.invstd, self.weight, self.needs_input_grad[:3]
         )
-        return dx.reshape(self.shape), dweight, dbias
+        return (None if dx is None else dx.reshape(self.shape)), dweight, dbias
 
 
 class BatchNormEval(Function):

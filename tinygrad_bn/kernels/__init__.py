@@ -1,8 +1,10 @@
 """Kernel dispatch: the one module that calls compiled code.
 
 Every heavy op (matmul, conv2d, max_pool2d, batch norm) goes through the functions here.
-Each validates its arguments in Python (so a compiled kernel never sees a bad shape),
-then calls the active backend: ``"cython"`` (``tinygrad_bn._ext``, the default when it
+This door owns the array contract: float32/float64 of one dtype in native byte order,
+C-contiguous where a kernel needs it, and the shapes and tuples it passes on; what the user
+passed (eps, batch sizes, ...) is checked once where the user called (nn, F, Tensor).
+It then calls the active backend: ``"cython"`` (``tinygrad_bn._ext``, the default when it
 is built) or ``"numpy"`` (``tinygrad_bn.kernels.reference``, same signatures).
 
     >>> from tinygrad_bn import kernels
@@ -12,6 +14,7 @@ is built) or ``"numpy"`` (``tinygrad_bn.kernels.reference``, same signatures).
 """
 
 import contextlib
+import contextvars
 import importlib
 import os
 import sys
@@ -19,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from .._threads import MAX_THREADS
 from . import reference
 
 KERNELS = (
@@ -32,7 +36,7 @@ KERNELS = (
     "batch_norm_forward_eval",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
-_EXT_MODULES = ("matmul", "conv2d", "batchnorm")
+_EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm")
 
 
 def _load_extension():
@@ -85,20 +89,23 @@ def _warn_if_missing():
 
 
 _warn_if_missing()
-_backend = "cython" if _COMPILED else "numpy"
+_backend = "cython" if _COMPILED else "numpy"  # the process-wide default (set_backend)
+# backend(...) blocks override it per thread (and per asyncio task): a context variable
+# restores by token, so nesting, recursion and two threads each get their own choice back
+_backend_override = contextvars.ContextVar("tinygrad_bn_backend", default=None)
 
 
 def _default_threads():
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), MAX_THREADS)
     try:
-        return len(os.sched_getaffinity(0))
+        return min(len(os.sched_getaffinity(0)), MAX_THREADS)
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        return min(os.cpu_count() or 1, MAX_THREADS)
 
 
-_num_threads = _default_threads()
+_num_threads = _default_threads()  # used only without the extension (nothing runs threaded)
 
 
 # ---------------------------------------------------------------- configuration
@@ -120,50 +127,67 @@ def require_extension():
         )
 
 
-def set_backend(name):
-    """Select "cython" (compiled kernels) or "numpy" (reference) for every heavy op."""
-    global _backend
+def _check_backend(name):
     if name not in ("cython", "numpy"):
-        raise ValueError(f"set_backend: expected 'cython' or 'numpy', got {name!r}")
+        raise ValueError(f"set_backend: expected 'cython' or 'numpy' (got {name!r})")
     if name == "cython" and not _COMPILED:
         require_extension()
+
+
+def set_backend(name):
+    """Select "cython" (compiled kernels) or "numpy" (reference) for every heavy op, in every
+    thread; inside a ``backend(...)`` block it also changes that block's choice."""
+    global _backend
+    _check_backend(name)
     _backend = name
+    if _backend_override.get() is not None:
+        _backend_override.set(name)
 
 
 def get_backend():
-    return _backend
+    """The backend this thread uses now: its innermost backend(...) block, else the default."""
+    return _backend_override.get() or _backend
 
 
 @contextlib.contextmanager
 def backend(name):
-    """Context manager: use backend `name` inside the block, restore the previous after."""
-    previous = _backend
-    set_backend(name)
+    """Context manager: use backend `name` in this thread inside the block, then restore
+    what was in force before; reentrant, and other threads are not affected."""
+    _check_backend(name)
+    token = _backend_override.set(name)
     try:
         yield
     finally:
-        set_backend(previous)
+        _backend_override.reset(token)
 
 
 def set_num_threads(n):
-    """Number of OpenMP threads the compiled kernels use (default: cores available)."""
+    """Threads every compiled kernel uses from now on, whichever OS thread calls it:
+    an integer in [1, MAX_THREADS] (MAX_THREADS = 256; default: the cores available).
+
+    A process forked after threaded kernels ran stays on 1 thread (libgomp is not
+    fork-safe: the child would hang); set_num_threads there keeps 1. Raises ValueError,
+    before changing anything, for any other value.
+    """
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
-    _num_threads = int(n)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: expected an integer in [1, {MAX_THREADS}] (got {n!r})")
     if _CONFIG is not None:
-        _CONFIG.set_num_threads(_num_threads)
+        _CONFIG.set_num_threads(int(n))
+    else:
+        _num_threads = int(n)
 
 
 def get_num_threads():
-    return _num_threads
+    """The thread count the compiled kernels use (1 in a forked child, see set_num_threads)."""
+    return _CONFIG.get_num_threads() if _CONFIG is not None else _num_threads
 
 
 def info():
     """A dict: backend, threads, whether OpenMP is on, compiler flags, compiled kernels."""
     return {
-        "backend": _backend,
-        "num_threads": _num_threads,
+        "backend": get_backend(),
+        "num_threads": get_num_threads(),
         "openmp": bool(_CONFIG.openmp_enabled()) if _CONFIG is not None else False,
         "compiler_flags": _CONFIG.compiler_flags() if _CONFIG is not None else None,
         "compiled_kernels": sorted(_COMPILED),
@@ -177,7 +201,7 @@ def info():
 
 
 def _impl(name):
-    if _backend == "cython" and name in _COMPILED:
+    if (_backend_override.get() or _backend) == "cython" and name in _COMPILED:
         return _COMPILED[name]
     return getattr(reference, name)
 
@@ -186,37 +210,40 @@ if _CONFIG is not None:
     _CONFIG.set_num_threads(_num_threads)
 
 
-# ---------------------------------------------------------------- validation
+# ---------------------------------------------------------------- the array contract
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order
 
 
 def _check_float(op, **arrays):
+    """Every array an ndarray of one dtype, float32 or float64, native byte order."""
     dtypes = {a.dtype if type(a) is np.ndarray else None for a in arrays.values()}
     if len(dtypes) == 1 and dtypes.pop() in _FLOATS:
         return  # the common case, checked cheaply: this runs on every kernel call
     dtypes = set()
     for arg, a in arrays.items():
         if not isinstance(a, np.ndarray):
-            raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
+            raise TypeError(f"{op}: {arg}: expected a numpy.ndarray (got {type(a).__name__})")
         if a.dtype not in _FLOATS:
-            raise TypeError(f"{op}: {arg} must be float32 or float64, got {a.dtype}")
+            raise TypeError(
+                f"{op}: {arg}: expected float32 or float64 in native byte order (got {a.dtype.str})"
+            )
         dtypes.add(a.dtype)
     if len(dtypes) > 1:
         got = ", ".join(f"{k}={v.dtype}" for k, v in arrays.items())
-        raise TypeError(f"{op}: all arrays must share one dtype, got {got}")
+        raise TypeError(f"{op}: expected arrays of one dtype (got {got})")
 
 
 def _check_ndim(op, arg, a, ndims):
     if a.ndim not in ndims:
         want = " or ".join(f"{d}D" for d in ndims)
-        raise ValueError(f"{op}: expected {arg} to be {want}, got {a.ndim}D with shape {a.shape}")
+        raise ValueError(f"{op}: {arg}: expected {want} (got {a.ndim}D with shape {a.shape})")
 
 
 def _pair(op, arg, v, minimum):
     t = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
     if len(t) != 2 or not all(isinstance(i, (int, np.integer)) and i >= minimum for i in t):
-        raise ValueError(f"{op}: {arg} must be an int >= {minimum} or a pair of them, got {v!r}")
+        raise ValueError(f"{op}: {arg}: expected an int >= {minimum} or a pair of them (got {v!r})")
     return int(t[0]), int(t[1])
 
 
@@ -228,9 +255,19 @@ def _window(op, x_shape, k, stride, padding):
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{op}: window {k} with stride {stride} and padding {padding} does not fit the "
-            f"input of size {(h, w)}: output would be {(oh, ow)}"
+            f"input of size {(h, w)}: expected an output of at least (1, 1) (got {(oh, ow)})"
         )
     return oh, ow
+
+
+def _mask(op, output_mask):
+    """(dx, dweight, dbias) booleans, passed on as given: the kernels read their truth."""
+    if len(output_mask) != 3:
+        raise ValueError(f"{op}: output_mask: expected 3 booleans (got {output_mask!r})")
+    return output_mask
+
+
+_c = np.ascontiguousarray  # C-contiguous, no copy when it already is
 
 
 # ---------------------------------------------------------------- matmul
@@ -241,7 +278,7 @@ def matmul(a, b):
     _check_float("matmul", a=a, b=b)
     _check_ndim("matmul", "a", a, (2, 3))
     if b.ndim != a.ndim:
-        raise ValueError(f"matmul: {a.shape} @ {b.shape}: operands must have the same ndim")
+        raise ValueError(f"matmul: {a.shape} @ {b.shape}: expected operands of one ndim")
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(
             f"matmul: {a.shape} @ {b.shape}: inner dims {a.shape[-1]} != {b.shape[-2]}"
@@ -259,8 +296,8 @@ def _check_conv(op, x, weight, stride, padding):
     _check_ndim(op, "weight", weight, (4,))
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"{op}: input has {x.shape[1]} channels, weight {tuple(weight.shape)} "
-            f"expects {weight.shape[1]}"
+            f"{op}: weight: expected (O, {x.shape[1]}, KH, KW) for an input of "
+            f"{x.shape[1]} channels (got {tuple(weight.shape)})"
         )
     stride = _pair(op, "stride", stride, 1)
     padding = _pair(op, "padding", padding, 0)
@@ -272,56 +309,66 @@ def conv2d_forward(x, weight, stride=1, padding=0):
     _check_float("conv2d", input=x, weight=weight)
     stride, padding = _check_conv("conv2d", x, weight, stride, padding)
     _window("conv2d", x.shape, weight.shape[2:], stride, padding)
-    return _impl("conv2d_forward")(x, weight, stride, padding)
+    return _impl("conv2d_forward")(_c(x), _c(weight), stride, padding)
 
 
-def conv2d_backward(x, weight, grad_out, stride=1, padding=0):
-    """(dx, dweight) for conv2d_forward given grad_out (N, O, OH, OW)."""
+def conv2d_backward(x, weight, grad_out, stride=1, padding=0, output_mask=(True, True, True)):
+    """(dx, dweight, dbias) for conv2d_forward given grad_out (N, O, OH, OW).
+
+    output_mask (as ATen's convolution_backward): which of the three to compute; the others
+    come back as None (the first layer never needs dx of its images).
+    """
     _check_float("conv2d_backward", input=x, weight=weight, grad_out=grad_out)
     stride, padding = _check_conv("conv2d_backward", x, weight, stride, padding)
     oh, ow = _window("conv2d_backward", x.shape, weight.shape[2:], stride, padding)
     want = (x.shape[0], weight.shape[0], oh, ow)
     if grad_out.shape != want:
-        raise ValueError(
-            f"conv2d_backward: expected grad_out of shape {want}, got {grad_out.shape}"
-        )
-    return _impl("conv2d_backward")(x, weight, grad_out, stride, padding)
+        raise ValueError(f"conv2d_backward: grad_out: expected shape {want} (got {grad_out.shape})")
+    mask = _mask("conv2d_backward", output_mask)
+    return _impl("conv2d_backward")(_c(x), _c(weight), _c(grad_out), stride, padding, mask)
 
 
 # ---------------------------------------------------------------- max_pool2d
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    """(y, argmax) of a max pool over (N, C, H, W); argmax is int64 flat h*W + w."""
+    """(y, argmax) of a max pool over (N, C, H, W); argmax is int64 flat h*W + w.
+
+    NaN wins (as PyTorch): its argmax is the last NaN of the window.
+    """
     _check_float("max_pool2d", input=x)
     _check_ndim("max_pool2d", "input", x, (4,))
     k = _pair("max_pool2d", "kernel_size", kernel_size, 1)
     stride = k if stride is None else _pair("max_pool2d", "stride", stride, 1)
     padding = _pair("max_pool2d", "padding", padding, 0)
     if padding[0] > k[0] // 2 or padding[1] > k[1] // 2:
-        raise ValueError(f"max_pool2d: padding {padding} must be at most half the kernel size {k}")
+        raise ValueError(
+            f"max_pool2d: padding: expected at most half the kernel size {k} (got {padding})"
+        )
     _window("max_pool2d", x.shape, k, stride, padding)
-    return _impl("max_pool2d_forward")(x, k, stride, padding)
+    return _impl("max_pool2d_forward")(_c(x), k, stride, padding)
 
 
 def max_pool2d_backward(grad_out, argmax, input_shape):
     """dx of max_pool2d_forward: grad_out scattered to the argmax positions."""
     _check_float("max_pool2d_backward", grad_out=grad_out)
     input_shape = tuple(int(s) for s in input_shape)
-    if argmax.dtype != np.int64 or argmax.shape != grad_out.shape:
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64:
+        got = getattr(argmax, "dtype", type(argmax).__name__)
+        raise TypeError(f"max_pool2d_backward: argmax: expected native int64 (got {got})")
+    if argmax.shape != grad_out.shape:
         raise ValueError(
-            f"max_pool2d_backward: argmax must be int64 of shape "
-            f"{grad_out.shape}, got {argmax.dtype} {argmax.shape}"
+            f"max_pool2d_backward: argmax: expected shape {grad_out.shape} (got {argmax.shape})"
         )
     if len(input_shape) != 4 or grad_out.ndim != 4 or grad_out.shape[:2] != input_shape[:2]:
         raise ValueError(
-            f"max_pool2d_backward: grad_out {grad_out.shape} does not match "
-            f"input shape {input_shape}"
+            f"max_pool2d_backward: grad_out: expected (N, C, OH, OW) with N, C of input shape "
+            f"{input_shape} (got {grad_out.shape})"
         )
     hw = input_shape[2] * input_shape[3]
     if argmax.size and (argmax.min() < 0 or argmax.max() >= hw):
-        raise ValueError(f"max_pool2d_backward: argmax values must lie in [0, {hw})")
-    return _impl("max_pool2d_backward")(grad_out, argmax, input_shape)
+        raise ValueError(f"max_pool2d_backward: argmax: expected values in [0, {hw})")
+    return _impl("max_pool2d_backward")(_c(grad_out), _c(argmax), input_shape)
 
 
 # ---------------------------------------------------------------- batch norm
@@ -333,29 +380,33 @@ def _check_bn(op, x, **per_channel):
     c = x.shape[1]
     for arg, v in per_channel.items():
         if v.shape != (c,):
-            raise ValueError(f"{op}: expected {arg} of shape ({c},), got {v.shape}")
+            raise ValueError(f"{op}: {arg}: expected shape ({c},) (got {v.shape})")
 
 
 def batch_norm_forward_train(x, weight, bias, eps):
-    """(y, mean, var, invstd) over x (N, C) or (N, C, L); var is the biased batch variance."""
+    """(y, mean, var, invstd) over x (N, C) or (N, C, L); var is the biased batch variance.
+
+    A NaN in a channel gives that channel NaN statistics (as PyTorch).
+    """
     _check_bn("batch_norm", x, weight=weight, bias=bias)
-    if x.shape[1] and x.size // x.shape[1] < 2:
+    if x.shape[1] and x.size == 0:  # the kernels read each channel's first value
         raise ValueError(
-            f"batch_norm: expected more than 1 value per channel when "
-            f"training, got input size {x.shape}"
+            f"batch_norm: input: expected at least 1 value per channel (got shape {x.shape})"
         )
-    if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
-    return _impl("batch_norm_forward_train")(x, weight, bias, float(eps))
+    return _impl("batch_norm_forward_train")(_c(x), _c(weight), _c(bias), float(eps))
 
 
-def batch_norm_backward(grad_out, x, mean, invstd, weight):
-    """(dx, dweight, dbias) of batch_norm_forward_train."""
+def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
+    """(dx, dweight, dbias) of batch_norm_forward_train; output_mask says which to return
+    (the others are None; only dx costs a pass of its own)."""
     _check_bn("batch_norm_backward", x, mean=mean, invstd=invstd, weight=weight)
     _check_float("batch_norm_backward", input=x, grad_out=grad_out)
     if grad_out.shape != x.shape:
-        raise ValueError(f"batch_norm_backward: grad_out {grad_out.shape} != input {x.shape}")
-    return _impl("batch_norm_backward")(grad_out, x, mean, invstd, weight)
+        raise ValueError(
+            f"batch_norm_backward: grad_out: expected shape {x.shape} (got {grad_out.shape})"
+        )
+    mask = _mask("batch_norm_backward", output_mask)
+    return _impl("batch_norm_backward")(_c(grad_out), _c(x), _c(mean), _c(invstd), _c(weight), mask)
 
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
@@ -368,6 +419,6 @@ def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
         weight=weight,
         bias=bias,
     )
-    if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
-    return _impl("batch_norm_forward_eval")(x, running_mean, running_var, weight, bias, float(eps))
+    return _impl("batch_norm_forward_eval")(
+        _c(x), _c(running_mean), _c(running_var), _c(weight), _c(bias), float(eps)
+    )

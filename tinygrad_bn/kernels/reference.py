@@ -61,16 +61,22 @@ def conv2d_forward(x, weight, stride, padding):
     return np.ascontiguousarray(y.reshape(n, o, oh, ow))
 
 
-def conv2d_backward(x, weight, grad_out, stride, padding):
-    """(dx, dweight) of conv2d_forward given dy = grad_out (N, O, OH, OW)."""
+def conv2d_backward(x, weight, grad_out, stride, padding, output_mask=(True, True, True)):
+    """(dx, dweight, dbias) of conv2d_forward given dy = grad_out (N, O, OH, OW); only those
+    output_mask asks for, the others None."""
     n = x.shape[0]
     o, c, kh, kw = weight.shape
     dy = grad_out.reshape(n, o, grad_out.shape[2] * grad_out.shape[3])
-    cols = im2col(x, kh, kw, stride, padding)
-    dweight = np.einsum("nok,nck->oc", dy, cols).reshape(weight.shape)
-    dcols = np.matmul(weight.reshape(o, c * kh * kw).T, dy)
-    dx = col2im(dcols, x.shape, kh, kw, stride, padding)
-    return np.ascontiguousarray(dx), dweight.astype(x.dtype, copy=False)
+    dx = dweight = dbias = None
+    if output_mask[1]:
+        cols = im2col(x, kh, kw, stride, padding)
+        dweight = np.einsum("nok,nck->oc", dy, cols).reshape(weight.shape).astype(x.dtype)
+    if output_mask[0]:
+        dcols = np.matmul(weight.reshape(o, c * kh * kw).T, dy)
+        dx = np.ascontiguousarray(col2im(dcols, x.shape, kh, kw, stride, padding))
+    if output_mask[2]:
+        dbias = grad_out.sum(axis=(0, 2, 3))
+    return dx, dweight, dbias
 
 
 # ---------------------------------------------------------------- max_pool2d
@@ -79,20 +85,23 @@ def conv2d_backward(x, weight, grad_out, stride, padding):
 def max_pool2d_forward(x, kernel_size, stride, padding):
     """(y, argmax): window maxima and, per output, the flat index h*W + w of the winner.
 
-    Padding counts as -inf; ties go to the first element in row-major window order.
+    Padding counts as -inf; ties go to the first element in row-major window order. NaN
+    wins (as PyTorch): a window with NaN gives NaN, its argmax the last NaN of the window.
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
     y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
-    argmax = np.zeros((n, c, oh, ow), dtype=np.int64)
     rows = np.arange(oh)[:, None] * sh - ph
     colv = np.arange(ow)[None, :] * sw - pw
+    # the window's first real element: an all -inf window still points inside itself
+    first = np.maximum(rows, 0) * w + np.maximum(colv, 0)
+    argmax = np.broadcast_to(first, (n, c, oh, ow)).astype(np.int64)
     for i in range(kh):
         for j in range(kw):
             v = xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
-            better = v > y
+            better = (v > y) | np.isnan(v)
             y = np.where(better, v, y)
             argmax = np.where(better, (rows + i) * w + (colv + j), argmax)
     return y, argmax
@@ -133,18 +142,25 @@ def batch_norm_forward_train(x, weight, bias, eps):
     return y.astype(dt), mean.astype(dt), var.astype(dt), invstd.astype(dt)
 
 
-def batch_norm_backward(grad_out, x, mean, invstd, weight):
-    """(dx, dweight, dbias) of the training forward (PAPER.md, Section 3), in float64."""
+def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
+    """(dx, dweight, dbias) of the training forward (PAPER.md, Section 3), in float64; only
+    those output_mask asks for, the others None."""
     axes, cshape = _channel_view(x)
     m = x.size // x.shape[1] if x.shape[1] else 0
     dy = grad_out.astype(np.float64)
     xhat = (x.astype(np.float64) - mean.reshape(cshape)) * invstd.reshape(cshape)
     dbias = dy.sum(axis=axes)
     dweight = (dy * xhat).sum(axis=axes)
-    k = (weight.astype(np.float64) * invstd).reshape(cshape) / max(m, 1)
-    dx = k * (m * dy - dbias.reshape(cshape) - xhat * dweight.reshape(cshape))
+    dx = None
+    if output_mask[0]:
+        k = (weight.astype(np.float64) * invstd).reshape(cshape) / max(m, 1)
+        dx = (k * (m * dy - dbias.reshape(cshape) - xhat * dweight.reshape(cshape))).astype(x.dtype)
     dt = x.dtype
-    return dx.astype(dt), dweight.astype(dt), dbias.astype(dt)
+    return (
+        dx,
+        dweight.astype(dt) if output_mask[1] else None,
+        dbias.astype(dt) if output_mask[2] else None,
+    )
 
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):

@@ -1,0 +1,135 @@
+"""Compiled max_pool2d (forward with argmax, backward as a scatter-add) for NCHW arrays.
+
+NaN wins, as in PyTorch: a window holding NaN gives NaN, and its argmax is the last NaN in
+row-major window order, so the gradient stays inside the window. Padding counts as -inf;
+ties keep the first element. Planes (n, c) are independent: threads take planes.
+"""
+cimport numpy as cnp
+import numpy as np
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, isnan
+
+from _arrays cimport float_array, int_tuple
+from _openmp cimport tgbn_max_threads
+from gemm cimport PAR_MIN_WORK  # work below which one thread wins (window reads here)
+
+cnp.import_array()
+
+
+ctypedef struct Pool:
+    const void* x           # (planes, H, W) input / (planes, OH, OW) grad_out
+    void* y                 # (planes, OH, OW) output / (planes, H, W) grad_input
+    cnp.int64_t* arg        # (planes, OH, OW) flat argmax h*W + w
+    Py_ssize_t planes, H, W, KH, KW, sh, sw, ph, pw, OH, OW
+    int nt                  # threads for this call
+
+
+cdef void _pool_forward(floating tag, const Pool* a) noexcept nogil:
+    """y[p, oh, ow] = max of the window, arg[p, oh, ow] = its flat index in the plane."""
+    cdef const floating* x = <const floating*> a.x
+    cdef floating* y = <floating*> a.y
+    cdef Py_ssize_t H = a.H, W = a.W, OH = a.OH, OW = a.OW
+    cdef Py_ssize_t p, oh, ow, ih, iw, h0, w0, best_i
+    cdef floating best, v
+    cdef const floating* xp
+    for p in prange(a.planes, schedule='static', num_threads=a.nt,
+                    use_threads_if=a.nt > 1 and a.planes * OH * OW * a.KH * a.KW >= PAR_MIN_WORK):
+        xp = x + p * H * W
+        for oh in range(OH):
+            h0 = oh * a.sh - a.ph
+            for ow in range(OW):
+                w0 = ow * a.sw - a.pw
+                best = -INFINITY
+                best_i = max(h0, 0) * W + max(w0, 0)  # in the window even when all is -inf
+                for ih in range(max(h0, 0), min(h0 + a.KH, H)):
+                    for iw in range(max(w0, 0), min(w0 + a.KW, W)):
+                        v = xp[ih * W + iw]
+                        if v > best or isnan(v):
+                            best = v
+                            best_i = ih * W + iw
+                y[(p * OH + oh) * OW + ow] = best
+                a.arg[(p * OH + oh) * OW + ow] = best_i
+
+
+cdef void _pool_backward(floating tag, const Pool* a) noexcept nogil:
+    """dx[p, arg[p, o]] += g[p, o]; one thread per plane, so each plane has one writer."""
+    cdef const floating* g = <const floating*> a.x
+    cdef floating* dx = <floating*> a.y
+    cdef Py_ssize_t HW = a.H * a.W, OHW = a.OH * a.OW
+    cdef Py_ssize_t p, o, k
+    for p in prange(a.planes, schedule='static', num_threads=a.nt,
+                    use_threads_if=a.nt > 1 and a.planes * OHW >= PAR_MIN_WORK):
+        for o in range(OHW):
+            k = a.arg[p * OHW + o]
+            if 0 <= k < HW:  # checked by the door; kept so a bad index can never write
+                dx[p * HW + k] += g[p * OHW + o]
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding):
+    """(y, argmax) over x (N, C, H, W) for (kh, kw), (sh, sw), (ph, pw) tuples; argmax is
+    int64, the flat index h*W + w in the input plane. Raises TypeError/ValueError."""
+    cdef int t = float_array("max_pool2d", "input", x, 4, 4, cnp.NPY_NOTYPE)
+    cdef Pool a
+    n, c, a.H, a.W = x.shape
+    a.KH, a.KW = int_tuple("max_pool2d", "kernel_size", kernel_size, 2)
+    a.sh, a.sw = int_tuple("max_pool2d", "stride", stride, 2)
+    a.ph, a.pw = int_tuple("max_pool2d", "padding", padding, 2)
+    if a.KH < 1 or a.KW < 1 or a.sh < 1 or a.sw < 1 or not (0 <= 2 * a.ph <= a.KH) \
+            or not (0 <= 2 * a.pw <= a.KW):
+        raise ValueError(f"max_pool2d: expected kernel_size >= 1, stride >= 1 and 0 <= padding "
+                         f"<= kernel_size / 2 (got {(a.KH, a.KW)}, {(a.sh, a.sw)}, "
+                         f"{(a.ph, a.pw)})")
+    a.OH = (a.H + 2 * a.ph - a.KH) // a.sh + 1
+    a.OW = (a.W + 2 * a.pw - a.KW) // a.sw + 1
+    if a.OH < 1 or a.OW < 1:
+        raise ValueError(f"max_pool2d: expected a window that fits the input {(a.H, a.W)} "
+                         f"(got kernel_size {(a.KH, a.KW)}, padding {(a.ph, a.pw)})")
+    a.planes = n * c
+    y = np.empty((n, c, a.OH, a.OW), dtype=x.dtype)
+    arg = np.empty((n, c, a.OH, a.OW), dtype=np.int64)
+    a.x = cnp.PyArray_DATA(<cnp.ndarray> x)
+    a.y = cnp.PyArray_DATA(<cnp.ndarray> y)
+    a.arg = <cnp.int64_t*> cnp.PyArray_DATA(<cnp.ndarray> arg)
+    a.nt = tgbn_max_threads()
+    if a.planes:
+        with nogil:
+            if t == cnp.NPY_FLOAT32:
+                _pool_forward(<float> 0, &a)
+            else:
+                _pool_forward(<double> 0, &a)
+    return y, arg
+
+
+def max_pool2d_backward(grad_out, argmax, input_shape):
+    """dx (input_shape): each output's gradient added at its argmax position; grad_out and
+    argmax (N, C, OH, OW), argmax int64. Raises TypeError/ValueError."""
+    cdef int t = float_array("max_pool2d_backward", "grad_out", grad_out, 4, 4, cnp.NPY_NOTYPE)
+    cdef Pool a
+    shape = int_tuple("max_pool2d_backward", "input_shape", input_shape, 4)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.dtype(np.int64):
+        raise TypeError(f"max_pool2d_backward: argmax: expected native int64 (got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)})")
+    if not (argmax.flags.c_contiguous and argmax.flags.aligned) \
+            or argmax.shape != grad_out.shape:
+        raise ValueError(f"max_pool2d_backward: argmax: expected a C-contiguous, aligned array "
+                         f"of shape {grad_out.shape} (got {argmax.shape}, strides "
+                         f"{argmax.strides})")
+    if min(shape) < 0 or shape[:2] != grad_out.shape[:2]:
+        raise ValueError(f"max_pool2d_backward: input_shape: expected (N, C, H, W) with N, C of "
+                         f"grad_out {grad_out.shape} (got {shape})")
+    n, c, a.H, a.W = shape
+    a.planes = n * c
+    a.OH, a.OW = grad_out.shape[2], grad_out.shape[3]
+    dx = np.zeros(shape, dtype=grad_out.dtype)
+    a.x = cnp.PyArray_DATA(<cnp.ndarray> grad_out)
+    a.y = cnp.PyArray_DATA(<cnp.ndarray> dx)
+    a.arg = <cnp.int64_t*> cnp.PyArray_DATA(<cnp.ndarray> argmax)
+    a.nt = tgbn_max_threads()
+    if a.planes:
+        with nogil:
+            if t == cnp.NPY_FLOAT32:
+                _pool_backward(<float> 0, &a)
+            else:
+                _pool_backward(<double> 0, &a)
+    return dx
