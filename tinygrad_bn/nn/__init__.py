@@ -15,6 +15,7 @@ from .layers import (
     Tanh,
 )
 from .module import Module, Parameter
+from .renorm import BatchRenorm1d, BatchRenorm2d  # noqa: F401 (Batch Renormalization)
 
 __all__ = [
     "Module",
