@@ -2,6 +2,7 @@
 
     tinygrad-bn fig1      Figure 1: sigmoid MLP on MNIST with and without BatchNorm
     tinygrad-bn claims    Section 4.2's claims (Table 2) with a small conv net on MNIST
+    tinygrad-bn study     each claim of the abstract, measured on MNIST (four questions)
     tinygrad-bn bench     the kernel benchmarks (arguments go to tinygrad_bn.bench)
 
 Also runs as `python -m tinygrad_bn`. Bad options or inputs exit non-zero with a one-line
@@ -110,7 +111,7 @@ def _add_common(p, defaults, name):
 
 
 def build_parser():
-    from .experiments import claims, fig1
+    from .experiments import claims, fig1, study_cli
 
     parser = _Parser(
         prog=PROG,
@@ -213,6 +214,8 @@ def build_parser():
         help="which variants to run (default: all: %(default)s)",
     )
 
+    study_cli.add_parser(sub)  # tinygrad-bn study (experiments/study_cli.py)
+
     # listed for --help only: main() hands 'bench ...' to tinygrad_bn.bench.main unparsed
     sub.add_parser(
         "bench",
@@ -265,7 +268,10 @@ def _data_dir(args):
 
 
 def _run_experiment(args):
-    from .experiments import claims, fig1
+    from .experiments import claims, fig1, study_cli
+
+    if args.command == "study":
+        return study_cli.main(args, PROG)
 
     module, config = (
         (fig1, _fig1_config(args)) if args.command == "fig1" else (claims, _claims_config(args))

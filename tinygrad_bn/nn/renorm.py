@@ -113,9 +113,9 @@ class _BatchRenorm(_BatchNorm):
         )
 
     def forward(self, x):
-        if not self.training:
-            return super().forward(x)
         self._check_input(x)
+        if not self.training or x.data.size == 0:  # eval, or an empty batch: as BatchNorm
+            return super().forward(x)
         c = self.num_features
         axes = (0,) + tuple(range(2, x.ndim))
         if x.data.size // max(c, 1) <= 1:
