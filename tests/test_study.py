@@ -60,7 +60,7 @@ def test_report_numbers_are_the_jsons(quick):
         report = f.read()
     assert study_report.render(s) == report
     for v in s["summary"]["verdicts"]:
-        row = next(line for line in report.splitlines() if f"| {v['claim']} |" in line)
+        row = next(line for line in report.splitlines() if f"**: {v['claim']}." in line)
         assert f"**{v['verdict']}**" in row
         assert study_report._num(v["per_seed_difference"]) in row
     q4 = s["summary"]["q4"]

@@ -425,7 +425,8 @@ def render(study):
         "",
         f"Seeds: {config['seeds']} (from {config['seed']}); evaluation on the first "
         f"{config['eval_samples']:,} test images; float32, plain SGD unless stated.  ",
-        f"Machine: {env['cpu']} ({env['cpu_count']} CPUs), {env['threads']} kernel thread per "
+        f"Machine: {env['cpu']} ({env.get('cores', env.get('cpu_count'))} cores), "
+        f"{env['threads']} kernel thread per "
         f"worker, backend {env['backend']}, tinygrad_bn {env['tinygrad_bn']}, numpy "
         f"{env['numpy']}, Python {env['python']}.  ",
         f"Cells: {len(study['cells'])} ({study['cells_run']} run now, {study['cells_cached']} "
@@ -439,17 +440,17 @@ def render(study):
         "",
         "## Verdicts",
         "",
-        "A claim holds when every seed shows the effect by more than the tolerance, does not "
-        "hold when no seed does, and is mixed when the seeds disagree.",
+        "A claim **holds** when every seed shows the effect by more than the tolerance, "
+        "**does not hold** when no seed does, and is **mixed** when the seeds disagree. "
+        "Differences are per seed, in seed order.",
         "",
-        "| question | claim | verdict | measure | per-seed difference (tolerance) | numbers |",
-        "|---|---|---|---|---|---|",
     ]
     for v in s["verdicts"]:
-        nums = "; ".join(f"{k}: {_num(x)}" for k, x in v["numbers"].items())
+        nums = "; ".join(f"{k} {_num(x)}" for k, x in v["numbers"].items())
         lines.append(
-            f"| {v['question']} | {v['claim']} | **{v['verdict']}** | {v['metric']} | "
-            f"{_num(v['per_seed_difference'])} {v['unit']} (> {_num(v['tolerance'])}) | {nums} |"
+            f"- Q{v['question']} **{v['verdict']}**: {v['claim']}. Measure: {v['metric']}: "
+            f"{_num(v['per_seed_difference'])} {v['unit']} (needs > {_num(v['tolerance'])}). "
+            f"Numbers: {nums}."
         )
     for q, fn in ((1, _render_q1), (2, _render_q2), (3, _render_q3), (4, _render_q4)):
         if f"q{q}" in s:
