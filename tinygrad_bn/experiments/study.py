@@ -42,15 +42,15 @@ DEFAULTS = {
     "q1": {
         "lrs": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
         "init_stds": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
-        "steps": 2000,
+        "steps": 1500,
         "evals": 20,
         "threshold": 0.9,
     },
     "q2": {
-        "depths": [2, 4, 8, 14, 20],
+        "depths": [2, 5, 10, 20],
         "activations": ["sigmoid", "tanh"],
         "lrs": [0.1, 1.0],
-        "steps": 2000,
+        "steps": 1500,
         "evals": 20,
         "threshold": 0.9,
     },
@@ -68,7 +68,7 @@ DEFAULTS = {
         "norms": list(study_cells.NORMS),
         # examples seen = steps x 60 for every batch size; lr = lr_at_60 x batch_size / 60
         # (the linear scaling rule: the same step per example at every batch size)
-        "steps": 1000,
+        "steps": 500,
         "lr_at_60": 0.2,
         "momentum": 0.01,
         "r_max": 3.0,
@@ -343,8 +343,9 @@ def run(
         if stop_after_cells is not None and done >= stop_after_cells and done < len(todo):
             raise StopRequested(f"stopped after {done} new cells")
 
-    # the longest cells first, so that no worker is left with a long one at the end
-    todo.sort(key=lambda i: -_cost(cells[i]))
+    # question by question (each finished question is complete in the cache), the longest
+    # cells of a question first, so that no worker is left with a long one at the end
+    todo.sort(key=lambda i: (cells[i]["question"], -_cost(cells[i])))
     args = [(i, cells[i], data_dir, download) for i in todo]
     try:
         if jobs == 1 or len(todo) <= 1:
@@ -387,7 +388,7 @@ def run(
 
 def _cost(cell):
     """A rough relative run time of a cell (only orders the work; results do not depend on it)."""
-    width = {2: cell.get("depth", 3) / 3, 3: 15}.get(cell["question"], 1)
+    width = {2: cell.get("depth", 3) / 3}.get(cell["question"], 1)
     return cell["steps"] * width
 
 
