@@ -27,7 +27,7 @@ def _grid_axes(ax, s, title):
 
 
 def q1(study, path):
-    """2 x 2 heatmaps: final accuracy and steps to 95%, without and with BN."""
+    """2 x 2 heatmaps: final accuracy and steps to the speed target, without and with BN."""
     plt = _pyplot()
     s = study["summary"]["q1"]
     steps = study["config"]["q1"]["steps"]
@@ -40,14 +40,16 @@ def q1(study, path):
         _grid_axes(axes[row, 0], s, f"final test accuracy, {NET[bn]} (%)")
         fig.colorbar(im, ax=axes[row, 0], fraction=0.046, label="accuracy")
         st = np.array(
-            [[np.nan if x is None else x for x in r] for r in v["steps_to_95"]], dtype=np.float64
+            [[np.nan if x is None else x for x in r] for r in v["steps_to_target"]],
+            dtype=np.float64,
         )
         cmap = plt.get_cmap("magma_r").with_extremes(bad="lightgray")
         im = axes[row, 1].imshow(
             np.ma.masked_invalid(st), cmap=cmap, vmin=0, vmax=steps, origin="lower"
         )
         _annotate(axes[row, 1], st, lambda x: f"{x:.0f}", -1)
-        _grid_axes(axes[row, 1], s, f"steps to 95% test accuracy, {NET[bn]} (gray: not reached)")
+        target = f"{100 * s['speed_target']:.0f}%"
+        _grid_axes(axes[row, 1], s, f"steps to {target} test accuracy, {NET[bn]} (gray: never)")
         fig.colorbar(im, ax=axes[row, 1], fraction=0.046, label="steps")
     fig.suptitle("Question 1: learning rate x initialization (sigmoid MLP 3x100, MNIST)")
     fig.tight_layout()
@@ -56,7 +58,7 @@ def q1(study, path):
 
 
 def q2(study, path):
-    """Accuracy and steps to 95% against depth; saturated share per layer at each depth."""
+    """Accuracy and steps to the speed target against depth; saturated share per layer."""
     plt = _pyplot()
     s = study["summary"]["q2"]
     series = s["series"]
@@ -79,7 +81,7 @@ def q2(study, path):
         )
         ax_steps.plot(
             depths,
-            [np.nan if r["steps_to_95"] is None else r["steps_to_95"] for r in rows],
+            [np.nan if r["steps_to_target"] is None else r["steps_to_target"] for r in rows],
             linestyle=style,
             marker="o",
             label=name,
@@ -91,7 +93,7 @@ def q2(study, path):
         ylim=(0, 1),
     )
     ax_steps.set(
-        title="steps to 95% test accuracy (missing: not reached)",
+        title=f"steps to {100 * s['speed_target']:.0f}% test accuracy (missing: not reached)",
         xlabel="hidden layers",
         ylabel="steps",
     )

@@ -48,13 +48,13 @@ def _final(cell):
     return 0.0 if acc is None else float(acc)  # a diverged run (NaN) counts as untrained
 
 
-def _steps95(cells):
-    """Steps to 95% test accuracy of the mean curve over `cells` (one per seed)."""
+def _steps_to(cells, target):
+    """Steps to `target` test accuracy of the mean curve over `cells` (one per seed)."""
     curves = np.array(
         [[np.nan if a is None else a for a in c["result"]["curve"]["test_acc"]] for c in cells]
     )
     mean = np.nan_to_num(curves, nan=0.0).mean(axis=0)
-    return steps_to_reach(cells[0]["result"]["curve"]["step"], mean, 0.95)
+    return steps_to_reach(cells[0]["result"]["curve"]["step"], mean, target)
 
 
 def _group(cells, *keys):
@@ -99,7 +99,8 @@ def _q1(cells, c):
     lrs, stds, thr = c["lrs"], c["init_stds"], c["threshold"]
     groups = _group(cells, "bn", "init_std", "lr")
     seeds = sorted({x["config"]["seed"] for x in cells})
-    out = {"lrs": lrs, "init_stds": stds, "threshold": thr, "seeds": seeds, "nets": {}}
+    out = {"lrs": lrs, "init_stds": stds, "threshold": thr, "speed_target": c["speed_target"]}
+    out.update(seeds=seeds, nets={})
     for bn in (False, True):
         acc = np.full((len(stds), len(lrs), len(seeds)), np.nan)
         steps95 = [[None] * len(lrs) for _ in stds]
@@ -109,7 +110,7 @@ def _q1(cells, c):
                 for cell in g:
                     acc[i, j, seeds.index(cell["config"]["seed"])] = _final(cell)
                 if g:
-                    steps95[i][j] = _steps95(g)
+                    steps95[i][j] = _steps_to(g, c["speed_target"])
         trainable = acc >= thr  # (std, lr, seed)
         per_seed = []
         for k in range(len(seeds)):
@@ -132,7 +133,7 @@ def _q1(cells, c):
         out["nets"][NET[bn]] = {
             "final_acc_mean": np.nanmean(acc, axis=2).tolist(),
             "final_acc_std": np.nanstd(acc, axis=2).tolist(),
-            "steps_to_95": steps95,
+            "steps_to_target": steps95,
             "per_seed": per_seed,
             "area_fraction": _stats([p["area_fraction"] for p in per_seed]),
         }
@@ -186,6 +187,7 @@ def _q2(cells, c):
     groups = _group(cells, "activation", "bn", "depth", "lr")
     seeds = sorted({x["config"]["seed"] for x in cells})
     out = {"depths": c["depths"], "threshold": c["threshold"], "seeds": seeds, "series": {}}
+    out["speed_target"] = c["speed_target"]
     verdicts = []
     for act in c["activations"]:
         for bn in (False, True):
@@ -206,7 +208,7 @@ def _q2(cells, c):
                         "depth": depth,
                         "best_lr": lr,
                         "final_acc": _stats([_final(x) for x in g]),
-                        "steps_to_95": _steps95(g),
+                        "steps_to_target": _steps_to(g, c["speed_target"]),
                         "saturated_per_layer": sat.mean(axis=0).tolist(),
                         "saturated_mean": float(sat.mean()),
                     }
@@ -477,6 +479,18 @@ def _render_q1(s, c):
         ]
         for std, row in zip(s["init_stds"], v["final_acc_mean"]):
             lines.append(f"| {std:g} | " + " | ".join(fmt_acc(a) for a in row) + " |")
+        lines += [
+            "",
+            f"Steps to {100 * s['speed_target']:.0f}% test accuracy ({net}, mean curve over "
+            "seeds; - : not reached):",
+            "",
+            "| std \\ lr | " + " | ".join(f"{lr:g}" for lr in s["lrs"]) + " |",
+            "|---" * (len(s["lrs"]) + 1) + "|",
+        ]
+        for std, row in zip(s["init_stds"], v["steps_to_target"]):
+            lines.append(
+                f"| {std:g} | " + " | ".join("-" if x is None else f"{x:,}" for x in row) + " |"
+            )
         lines.append("")
     return lines
 
@@ -489,14 +503,15 @@ def _render_q2(s, c):
         f"{_num(c['lrs'])}. Saturated: |input of the nonlinearity| > 4 (sigmoid) or > 2 (tanh), "
         "share of (test image, unit) pairs, mean over layers. Figure: q2.png.",
         "",
-        "| network | depth | best lr | final test acc | steps to 95% | saturated |",
+        f"| network | depth | best lr | final test acc | steps to {100 * s['speed_target']:.0f}% "
+        "| saturated |",
         "|---|---|---|---|---|---|",
     ]
     for name, rows in s["series"].items():
         for r in rows:
             lines.append(
                 f"| {name} | {r['depth']} | {r['best_lr']:g} | {_pm(r['final_acc'])} | "
-                f"{fmt_steps(r['steps_to_95'])} | {100 * r['saturated_mean']:.1f}% |"
+                f"{fmt_steps(r['steps_to_target'])} | {100 * r['saturated_mean']:.1f}% |"
             )
     return lines
 
