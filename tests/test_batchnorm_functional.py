@@ -174,8 +174,8 @@ def test_bad_input_messages():
         F.batch_norm(tg.randn(1, 3), None, None, training=True)
     with pytest.raises(ValueError, match=r"more than 1 value per channel"):
         F.batch_norm(tg.randn(1, 3, 1, 1), None, None, training=True)
-    with pytest.raises(ValueError, match=r"expected 2D, 3D or 4D input \(got 5D input\)"):
-        F.batch_norm(tg.randn(2, 2, 2, 2, 2), None, None, training=True)
+    with pytest.raises(ValueError, match=r"expected 2D, 3D, 4D or 5D input \(got 6D input\)"):
+        F.batch_norm(tg.randn(2, 2, 2, 2, 2, 2), None, None, training=True)
     with pytest.raises(ValueError, match=r"expected weight of shape \(3,\), got \(4,\)"):
         F.batch_norm(x, None, None, weight=tg.ones(4), training=True)
     with pytest.raises(ValueError, match=r"running_mean of shape \(3,\), got \(2,\)"):

@@ -1,4 +1,4 @@
-"""nn.BatchNorm1d / BatchNorm2d against a hand NumPy model, F.batch_norm and torch.nn."""
+"""nn.BatchNorm1d / 2d / 3d against a hand NumPy model, F.batch_norm and torch.nn."""
 
 import numpy as np
 import pytest
@@ -55,7 +55,11 @@ class NumpyBN:
         ) + beta.reshape(shape)
 
 
-SHAPES = {nn.BatchNorm1d: [(6, 3), (4, 3, 5)], nn.BatchNorm2d: [(3, 3, 4, 2)]}
+SHAPES = {
+    nn.BatchNorm1d: [(6, 3), (4, 3, 5)],
+    nn.BatchNorm2d: [(3, 3, 4, 2)],
+    nn.BatchNorm3d: [(2, 3, 2, 3, 2)],
+}
 CASES = [(cls, s) for cls, shapes in SHAPES.items() for s in shapes]
 
 
@@ -276,3 +280,79 @@ def test_matches_torch(cls, shape, momentum):
         atol=1e-12,
     )
     assert set(ours.state_dict()) == set(theirs.state_dict())
+
+
+@pytest.mark.parametrize(
+    "cls,shape",
+    [(nn.BatchNorm1d, (0, 3)), (nn.BatchNorm1d, (2, 3, 0)), (nn.BatchNorm2d, (0, 3, 4, 4))],
+)
+def test_empty_batch_gives_empty_output_and_keeps_statistics(cls, shape):
+    """Before the fix training raised and BatchNorm2d eval crashed in a reshape."""
+    bn = cls(3, dtype=np.float64)
+    bn.running_mean.data[...] = [1.0, 2.0, 3.0]
+    for training in (True, False):
+        bn.train(training)
+        x = tg.Tensor(np.zeros(shape), requires_grad=True)
+        out = bn(x)
+        assert out.shape == shape
+        out.sum().backward()
+        assert x.grad.shape == shape and np.all(bn.weight.grad.data == 0)
+        np.testing.assert_array_equal(bn.running_mean.data, [1.0, 2.0, 3.0])
+        np.testing.assert_array_equal(bn.running_var.data, [1.0, 1.0, 1.0])
+    assert bn.num_batches_tracked.item() == 1  # PyTorch counts the empty batch too
+    out = F.batch_norm(tg.Tensor(np.zeros((0, 3))), None, None, training=True)
+    assert out.shape == (0, 3)
+
+
+def test_empty_batch_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        assert ours(tg.zeros(0, 3, 2, 2)).shape == tuple(theirs(torch.zeros(0, 3, 2, 2)).shape)
+        for name, t in theirs.state_dict().items():
+            np.testing.assert_array_equal(ours.state_dict()[name].data, t.numpy())
+
+
+def test_track_running_stats_turned_off_later_still_uses_buffers_in_eval():
+    """PyTorch: eval normalizes with the buffers that exist, whatever the flag says now.
+    Before the fix eval used batch statistics."""
+    bn = nn.BatchNorm1d(2, dtype=np.float64)
+    bn.running_mean.data[...] = [1.0, -1.0]
+    bn.running_var.data[...] = [4.0, 0.25]
+    bn.track_running_stats = False
+    bn.eval()
+    x = np.array([[3.0, 0.0], [5.0, -2.0]])
+    want = (x - bn.running_mean.data) / np.sqrt(bn.running_var.data + bn.eps)
+    np.testing.assert_allclose(bn(tg.Tensor(x)).data, want, rtol=1e-12)
+    bn.train()  # training: batch statistics, and the buffers and counter stay as they are
+    bn(tg.Tensor(x))
+    np.testing.assert_array_equal(bn.running_mean.data, [1.0, -1.0])
+    assert bn.num_batches_tracked.item() == 0
+    late = nn.BatchNorm1d(2, track_running_stats=False, dtype=np.float64)
+    late.track_running_stats = True  # no buffers to update or use: batch statistics
+    for training in (True, False):
+        late.train(training)
+        out = late(tg.Tensor(x)).data
+        np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("built_with", [True, False])
+def test_track_running_stats_toggled_matches_torch(built_with):
+    torch = pytest.importorskip("torch")
+    ours = nn.BatchNorm1d(3, track_running_stats=built_with, dtype=np.float64)
+    theirs = torch.nn.BatchNorm1d(3, track_running_stats=built_with).double()
+    x = _data((5, 3), 0)
+    for training in (True, False, True):
+        for m in (ours, theirs):
+            m.train(training)
+        ours(tg.Tensor(x))  # one batch with the flag as built
+        theirs(torch.from_numpy(x))
+        ours.track_running_stats = theirs.track_running_stats = not built_with
+        np.testing.assert_allclose(
+            ours(tg.Tensor(x)).data, theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-10
+        )
+        ours.track_running_stats = theirs.track_running_stats = built_with
+    for name, t in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[name].data, t.numpy(), rtol=1e-12)

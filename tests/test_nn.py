@@ -535,3 +535,151 @@ def test_nn_functional_alias():
     import tinygrad_bn.nn.functional as NF
 
     assert NF.batch_norm is F.batch_norm and NF.cross_entropy is F.cross_entropy
+
+
+# ---------------------------------------------------------------- ModuleList, ModuleDict
+
+
+def test_module_list_registers_and_renumbers():
+    torch = pytest.importorskip("torch")
+    ours = nn.ModuleList([nn.Linear(2, 3, generator=0), nn.ReLU()])
+    theirs = torch.nn.ModuleList([torch.nn.Linear(2, 3), torch.nn.ReLU()])
+    for m in (ours, theirs):
+        m.insert(1, type(m[1])())  # (0) Linear (1) ReLU (2) ReLU
+        m.append(type(m[1])())
+        m += [type(m[1])()]
+        del m[2]
+        m[0] = m[0]
+    assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
+    assert set(ours.state_dict()) == set(theirs.state_dict()) == {"0.weight", "0.bias"}
+    assert len(ours) == len(theirs) == 4 and isinstance(ours[1:], nn.ModuleList)
+    assert len(ours[1:]) == 3 and ours[-1] is list(ours)[3]
+    assert ours.pop(0).out_features == 3 and len(ours) == 3 and "0" in ours._modules
+    with pytest.raises(IndexError, match="out of range"):
+        ours[7]
+    with pytest.raises(TypeError, match="integers or slices"):
+        ours["a"]
+    with pytest.raises(TypeError):
+        ours.append(3)
+    with pytest.raises(NotImplementedError):
+        ours(tg.Tensor([1.0]))  # a container has no forward, as in PyTorch
+    ours.eval()
+    assert not any(m.training for m in ours)
+
+
+def test_module_dict():
+    md = nn.ModuleDict({"fc": nn.Linear(2, 3, generator=0)})
+    md.update([("act", nn.ReLU())])
+    md["out"] = nn.Linear(3, 1, generator=1)
+    assert list(md) == list(md.keys()) == ["fc", "act", "out"] and "act" in md
+    assert len(md) == 3 and sorted(md.state_dict()) == [
+        "fc.bias",
+        "fc.weight",
+        "out.bias",
+        "out.weight",
+    ]
+    assert isinstance(md.pop("act"), nn.ReLU) and "act" not in md and len(md) == 2
+    del md["fc"]
+    assert [k for k, _ in md.items()] == ["out"] and len(list(md.values())) == 1
+    with pytest.raises(KeyError):
+        del md["missing"]
+    with pytest.raises(ValueError, match="pair"):
+        md.update([nn.ReLU()])
+    md.clear()
+    assert len(md) == 0 and list(md.parameters()) == []
+
+
+# ---------------------------------------------------------------- Embedding, Conv1d
+
+
+def test_embedding_matches_torch_with_padding_idx():
+    torch = pytest.importorskip("torch")
+    idx = np.array([[0, 2, 4], [4, 1, 2]])
+    for padding_idx in (None, 2, -1):
+        ours = nn.Embedding(5, 3, padding_idx=padding_idx, generator=0, dtype=np.float64)
+        theirs = torch.nn.Embedding(5, 3, padding_idx=padding_idx).double()
+        if padding_idx is not None:
+            assert np.all(ours.weight.data[padding_idx] == 0)
+            ours.weight.data[padding_idx] = 0.5  # the row's value is used, its grad is not
+        with torch.no_grad():
+            theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        dy = np.random.default_rng(0).standard_normal((2, 3, 3))
+        out, tout = ours(idx), theirs(torch.from_numpy(idx))
+        out.backward(dy)
+        tout.backward(torch.from_numpy(dy))
+        np.testing.assert_array_equal(out.data, tout.detach().numpy())
+        np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=1e-12)
+        assert repr(ours) == repr(theirs)
+        assert ours.padding_idx == theirs.padding_idx
+
+
+def test_embedding_max_norm_and_from_pretrained_match_torch():
+    torch = pytest.importorskip("torch")
+    table = np.random.default_rng(1).standard_normal((4, 3)) * 3
+    ours = nn.Embedding.from_pretrained(table.copy(), freeze=False, max_norm=1.5)
+    theirs = torch.nn.Embedding.from_pretrained(torch.tensor(table), freeze=False, max_norm=1.5)
+    idx = np.array([0, 3, 3])
+    np.testing.assert_allclose(ours(idx).data, theirs(torch.from_numpy(idx)).detach().numpy())
+    np.testing.assert_allclose(ours.weight.data, theirs.weight.detach().numpy(), rtol=1e-12)
+    frozen = nn.Embedding.from_pretrained(table)
+    assert not frozen.weight.requires_grad and not frozen(idx).requires_grad
+
+
+def test_embedding_gradcheck_and_errors():
+    w = tg.Tensor(np.random.default_rng(2).standard_normal((5, 2)), requires_grad=True)
+    tg.gradcheck(lambda w: F.embedding(np.array([[1, 1], [0, 3]]), w), [w])  # repeats add up
+    e = nn.Embedding(5, 2)
+    with pytest.raises(IndexError, match=r"expected indices in \[0, 5\)"):
+        e(np.array([5]))
+    with pytest.raises(IndexError, match="index out of range"):
+        e(np.array([-1]))
+    with pytest.raises(TypeError, match="integer indices"):
+        e(tg.Tensor([0.5]))
+    assert e(tg.Tensor([1.0, 2.0])).shape == (2, 2)  # float Tensors holding integers are fine
+    with pytest.raises(ValueError, match="padding_idx"):
+        nn.Embedding(5, 2, padding_idx=5)
+    with pytest.raises(NotImplementedError, match="scale_grad_by_freq"):
+        nn.Embedding(5, 2, scale_grad_by_freq=True)
+
+
+@pytest.mark.parametrize(
+    "k,stride,padding,bias",
+    [(3, 1, 0, True), (3, 2, 1, False), (1, 1, 0, True), (5, 1, "same", True)],
+)
+def test_conv1d_matches_torch(k, stride, padding, bias):
+    torch = pytest.importorskip("torch")
+    ours = nn.Conv1d(3, 4, k, stride, padding, bias=bias, generator=0, dtype=np.float64)
+    theirs = torch.nn.Conv1d(3, 4, k, stride, padding, bias=bias).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(ours.weight.data))
+        if bias:
+            theirs.bias.copy_(torch.from_numpy(ours.bias.data))
+    x_np = np.random.default_rng(3).standard_normal((2, 3, 9))
+    x, tx = tg.Tensor(x_np, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    out, tout = ours(x), theirs(tx)
+    dy = np.random.default_rng(4).standard_normal(out.shape)
+    out.backward(dy)
+    tout.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x.grad.data, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad.data, theirs.weight.grad.numpy(), rtol=1e-10)
+    assert repr(ours) == repr(theirs)
+    assert ours.weight.shape == tuple(theirs.weight.shape)
+
+
+def test_conv1d_init_gradcheck_and_errors():
+    m = nn.Conv1d(4, 2, 3, generator=0, dtype=np.float64)
+    assert np.abs(m.weight.data).max() <= 1 / math.sqrt(12)  # PyTorch's bound 1/sqrt(fan_in)
+    module_gradcheck(
+        m, tg.Tensor(np.random.default_rng(5).standard_normal((2, 4, 6)), requires_grad=True)
+    )
+    with pytest.raises(ValueError, match=r"expected 3D input \(N, C, L\)"):
+        m(tg.randn(2, 4))
+    with pytest.raises(ValueError, match="3 channels but weight"):
+        F.conv1d(tg.randn(2, 3, 5), m.weight)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv1d(3, 2, 3, groups=2)
+    with pytest.raises(ValueError, match="strided"):
+        nn.Conv1d(3, 2, 3, stride=2, padding="same")
+    with pytest.raises(NotImplementedError, match="padding_mode"):
+        nn.Conv1d(3, 2, 3, padding_mode="reflect")

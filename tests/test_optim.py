@@ -1,4 +1,4 @@
-"""tinygrad_bn.optim: SGD and Adam against hand-computed updates and torch.optim; schedulers."""
+"""tinygrad_bn.optim: SGD, Adam, AdamW, RMSprop against hand-computed updates and torch.optim."""
 
 import math
 
@@ -191,6 +191,17 @@ def test_step_closure_returns_loss():
         ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.001)),
         ("Adam", dict(lr=0.01)),
         ("Adam", dict(lr=0.02, betas=(0.5, 0.99), eps=1e-6, weight_decay=0.05)),
+        ("Adam", dict(lr=0.02, weight_decay=0.05, amsgrad=True)),
+        ("Adam", dict(lr=0.02, weight_decay=0.05, maximize=True)),
+        ("Adam", dict(lr=0.02, weight_decay=0.1, decoupled_weight_decay=True)),
+        ("AdamW", dict()),
+        ("AdamW", dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.3, amsgrad=True)),
+        ("AdamW", dict(lr=0.05, maximize=True)),
+        ("RMSprop", dict()),
+        ("RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-6, weight_decay=0.1)),
+        ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True)),
+        ("RMSprop", dict(lr=0.01, momentum=0.5, maximize=True)),
+        ("RMSprop", dict(lr=0.01, centered=True, weight_decay=0.01)),
     ],
 )
 def test_matches_torch_optim(name, kwargs):
@@ -200,7 +211,7 @@ def test_matches_torch_optim(name, kwargs):
     ours = [_param(s.copy()) for s in start]
     theirs = [torch.tensor(s.copy(), requires_grad=True) for s in start]
     opt, topt = getattr(optim, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, **kwargs)
-    for step in range(5):
+    for step in range(8):
         for p, tp in zip(ours, theirs):
             g = rng.standard_normal(p.shape)
             _set_grad(p, g)
@@ -221,6 +232,98 @@ def test_sgd_first_step_is_plain_gradient_step(lr, momentum, g):
     optim.SGD([p], lr=lr, momentum=momentum).step()
     optim.SGD([q], lr=lr).step()
     assert p.data[0] == q.data[0]
+
+
+def test_state_keys_and_float32_match_torch_names():
+    torch = pytest.importorskip("torch")
+    for name, kwargs in (
+        ("Adam", dict(amsgrad=True)),
+        ("RMSprop", dict(momentum=0.9, centered=True)),
+    ):
+        p, tp = nn.Parameter(np.ones(3, dtype=np.float32)), torch.ones(3, requires_grad=True)
+        opt, topt = getattr(optim, name)([p], **kwargs), getattr(torch.optim, name)([tp], **kwargs)
+        p.grad, tp.grad = tg.ones(3), torch.ones(3)
+        opt.step()
+        topt.step()
+        assert set(opt.state[p]) == set(topt.state[tp])
+        assert all(v.dtype == np.float32 for v in opt.state[p].values() if hasattr(v, "dtype"))
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-6)
+        assert set(opt.param_groups[0]) <= set(topt.param_groups[0])
+
+
+def test_new_optimizer_validation():
+    p = [_param([1.0])]
+    with pytest.raises(ValueError, match="weight_decay"):
+        optim.AdamW(p, weight_decay=-1.0)
+    with pytest.raises(TypeError, match="amsgrad must be a bool"):
+        optim.Adam(p, amsgrad="yes")
+    with pytest.raises(ValueError, match="alpha"):
+        optim.RMSprop(p, alpha=-0.5)
+    with pytest.raises(ValueError, match="momentum"):
+        optim.RMSprop(p, momentum=float("nan"))
+    with pytest.raises(TypeError, match="centered must be a bool"):
+        optim.RMSprop(p, centered=1)
+    assert optim.AdamW(p).param_groups[0]["weight_decay"] == 0.01  # PyTorch's default
+
+
+def test_parameter_in_two_groups_is_numbered_by_its_first_group():
+    """PyTorch's numbering: the first group a parameter appears in names it (before the
+    fix: the last). Within one group, as PyTorch, its last position."""
+    a, b = _param([1.0]), _param([2.0])
+    opt = optim.SGD([a], lr=0.1)
+    opt.param_groups.append({**opt.param_groups[0], "params": [b, a]})
+    assert [g["params"] for g in opt.state_dict()["param_groups"]] == [[0], [1, 0]]
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        dup = optim.SGD([a, b, a], lr=0.1)
+    assert dup.state_dict()["param_groups"][0]["params"] == [2, 1, 2]
+
+
+def test_duplicate_parameter_in_one_group_warns_as_torch():
+    """Before the fix: ValueError. PyTorch warns, keeps it, and steps it twice."""
+    torch = pytest.importorskip("torch")
+    p, tp = _param([1.0, 2.0]), torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = optim.SGD([p, p], lr=0.1)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        topt = torch.optim.SGD([tp, tp], lr=0.1)
+    _set_grad(p, [1.0, 1.0])
+    tp.grad = torch.ones(2, dtype=torch.float64)
+    opt.step()
+    topt.step()
+    np.testing.assert_allclose(p.data, tp.detach().numpy())
+    assert (
+        opt.state_dict()["param_groups"][0]["params"]
+        == (topt.state_dict()["param_groups"][0]["params"])
+    )
+
+
+@pytest.mark.parametrize(
+    "make,key,value",
+    [
+        (lambda ps: optim.SGD(ps, lr=0.1), "lr", "fast"),
+        (lambda ps: optim.SGD(ps, lr=0.1), "lr", float("nan")),
+        (lambda ps: optim.SGD(ps, lr=0.1), "momentum", -1.0),
+        (lambda ps: optim.Adam(ps), "betas", (0.9, 1.5)),
+        (lambda ps: optim.Adam(ps), "amsgrad", "no"),
+        (lambda ps: optim.RMSprop(ps), "alpha", float("nan")),
+    ],
+)
+def test_load_state_dict_validates_as_the_constructor(make, key, value):
+    """Issue 12: load_state_dict accepted lr="fast" and lr=nan. The same check as the
+    constructor's now runs, and a refused state_dict changes nothing."""
+    p = _param([1.0, 2.0])
+    opt = make([p])
+    _set_grad(p, [1.0, 1.0])
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0][key] = value
+    before = opt.state_dict()
+    with pytest.raises((ValueError, TypeError)):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert repr(after) == repr(before)
+    with pytest.raises(TypeError, match="expected a dict"):
+        opt.load_state_dict([1, 2])
 
 
 # ---------------------------------------------------------------- schedulers

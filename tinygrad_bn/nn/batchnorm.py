@@ -1,4 +1,4 @@
-"""BatchNorm1d / BatchNorm2d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
+"""BatchNorm1d / 2d / 3d: Ioffe & Szegedy 2015, with PyTorch's names and semantics."""
 
 import numbers
 
@@ -11,31 +11,12 @@ from .layers import _dtype, _size
 from .module import Module, Parameter
 
 
-class _BatchNorm(Module):
-    """Batch Normalization (Ioffe & Szegedy 2015, arXiv 1502.03167).
+class _NormBase(Module):
+    """What BatchNorm and InstanceNorm share, as PyTorch's _NormBase: parameters ``weight``
+    (ones) and ``bias`` (zeros) of shape (C,) when ``affine``, and the buffers
+    ``running_mean``, ``running_var``, ``num_batches_tracked`` when ``track_running_stats``
+    (else registered as None)."""
 
-    Per channel C, statistics over the batch (and the length / spatial axes):
-    training normalizes with the batch mean and the *biased* batch variance
-    (Algorithm 1: divide by m) and then scales by ``weight`` (gamma) and shifts by ``bias``
-    (beta). With ``track_running_stats=True`` it also updates ``running_mean`` and
-    ``running_var`` in place, the latter with the *unbiased* batch variance m/(m-1) var_B
-    (Algorithm 2):  r <- (1 - momentum) r + momentum * stat. ``momentum=None`` makes this a
-    cumulative average (factor 1/num_batches_tracked), the paper's literal Algorithm 2.
-    In eval mode the running estimates normalize x and nothing changes; with
-    ``track_running_stats=False`` the running buffers are None and batch statistics are
-    used in eval mode too.
-
-    Parameters ``weight`` (ones) and ``bias`` (zeros) of shape (C,), or None when
-    ``affine=False``. Buffers ``running_mean`` (zeros), ``running_var`` (ones), and
-    ``num_batches_tracked``: a 0-d float64 Tensor holding an integer count (tinygrad_bn
-    tensors are float only; float64 is exact up to 2**53 batches).
-
-    Raises ValueError for the wrong number of dims or channels, and for one value per
-    channel in training; TypeError for a non-Tensor input.
-    """
-
-    _expected_dims = ()
-    _dims_text = ""
     _fixed_dtype_buffers = ("num_batches_tracked",)
 
     def __init__(
@@ -46,6 +27,7 @@ class _BatchNorm(Module):
         affine=True,
         track_running_stats=True,
         *,
+        bias=True,
         dtype=np.float32,
     ):
         super().__init__()
@@ -65,7 +47,10 @@ class _BatchNorm(Module):
         c = self.num_features
         if self.affine:
             self.weight = Parameter(np.ones(c, dtype=dt))
-            self.bias = Parameter(np.zeros(c, dtype=dt))
+            if bias:
+                self.bias = Parameter(np.zeros(c, dtype=dt))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -90,7 +75,57 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def extra_repr(self):
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
+    """Batch Normalization (Ioffe & Szegedy 2015, arXiv 1502.03167).
+
+    Per channel C, statistics over the batch (and the length / spatial axes):
+    training normalizes with the batch mean and the *biased* batch variance
+    (Algorithm 1: divide by m) and then scales by ``weight`` (gamma) and shifts by ``bias``
+    (beta). With ``track_running_stats=True`` it also updates ``running_mean`` and
+    ``running_var`` in place, the latter with the *unbiased* batch variance m/(m-1) var_B
+    (Algorithm 2):  r <- (1 - momentum) r + momentum * stat. ``momentum=None`` makes this a
+    cumulative average (factor 1/num_batches_tracked), the paper's literal Algorithm 2.
+    In eval mode the running estimates normalize x and nothing changes; with
+    ``track_running_stats=False`` the running buffers are None and batch statistics are
+    used in eval mode too. As in PyTorch, the buffers that exist decide: setting
+    ``track_running_stats = False`` after construction stops the updates but eval still
+    uses the buffers. An empty batch gives an empty output and leaves the statistics alone
+    (num_batches_tracked still counts it, as PyTorch's does).
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros) of shape (C,), or None when
+    ``affine=False``. Buffers ``running_mean`` (zeros), ``running_var`` (ones), and
+    ``num_batches_tracked``: a 0-d float64 Tensor holding an integer count (tinygrad_bn
+    tensors are float only; float64 is exact up to 2**53 batches).
+
+    Raises ValueError for the wrong number of dims or channels, and for one value per
+    channel in training; TypeError for a non-Tensor input.
+    """
+
+    _expected_dims = ()
+    _dims_text = ""
+
+    # no `bias=` switch (PyTorch 2.13 has one): nn.utils.fold_batchnorm relies on beta
+    def __init__(
+        self,
+        num_features,
+        eps=1e-5,
+        momentum=0.1,
+        affine=True,
+        track_running_stats=True,
+        *,
+        dtype=np.float32,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype)
 
     def _check_input(self, x):
         name = type(self).__name__
@@ -106,37 +141,29 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         self._check_input(x)
-        update = self.training and self.track_running_stats
-        factor = 0.0
-        if update:
-            # momentum=None: cumulative average, the new batch gets weight 1/count
-            factor = (
-                self.momentum
-                if self.momentum is not None
-                else 1.0 / (float(self.num_batches_tracked.data) + 1.0)
-            )
-        batch_stats = self.training or not self.track_running_stats
-        # the running buffers are None exactly when track_running_stats=False
+        # PyTorch's rule: the buffers that exist decide, not the flag's value at
+        # construction. track_running_stats turned off later still normalizes with the
+        # buffers in eval; turned on for a layer built without them, batch statistics.
+        has_buffers = self.running_mean is not None or self.running_var is not None
+        count = self.num_batches_tracked
+        update = self.training and self.track_running_stats and count is not None
+        factor = 0.0 if self.momentum is None else self.momentum
+        if update and self.momentum is None:  # cumulative average: the new batch gets 1/count
+            factor = 1.0 / (float(count.data) + 1.0)
+        use_buffers = not self.training or self.track_running_stats
         out = F.batch_norm(
             x,
-            self.running_mean,
-            self.running_var,
+            self.running_mean if use_buffers else None,
+            self.running_var if use_buffers else None,
             self.weight,
             self.bias,
-            batch_stats,
+            self.training or not has_buffers,
             factor,
             self.eps,
         )
-        if update:  # counted only once F.batch_norm has accepted the batch
-            count = self.num_batches_tracked.data
-            count[()] = float(count) + 1.0  # 10x cheaper than `count += 1` on a 0-d array
+        if update:  # counted once F.batch_norm accepted the batch (an empty one too, as PyTorch)
+            count.data[()] = float(count.data) + 1.0  # 10x cheaper than `+= 1` on a 0-d array
         return out
-
-    def extra_repr(self):
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
-        )
 
 
 class BatchNorm1d(_BatchNorm):
@@ -155,3 +182,12 @@ class BatchNorm2d(_BatchNorm):
     )
     _expected_dims = (4,)
     _dims_text = "4D"
+
+
+class BatchNorm3d(_BatchNorm):
+    __doc__ = (
+        "Batch normalization over (N, C, D, H, W); statistics per channel C, over N, D, H, W."
+        "\n\n" + _BatchNorm.__doc__
+    )
+    _expected_dims = (5,)
+    _dims_text = "5D"

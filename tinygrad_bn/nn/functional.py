@@ -3,9 +3,14 @@ PyTorch habit ``import tinygrad_bn.nn.functional as F`` works too."""
 
 from ..functional import (  # noqa: F401  (re-exports)
     batch_norm,
+    conv1d,
     conv2d,
     cross_entropy,
     dropout,
+    embedding,
+    group_norm,
+    instance_norm,
+    layer_norm,
     linear,
     log_softmax,
     max_pool2d,

@@ -133,6 +133,201 @@ class Conv2d(Module):
         return s
 
 
+class Conv1d(Module):
+    """1-D convolution (N, C_in, L) -> (N, C_out, OL), OL = (L + 2p - d(k-1) - 1) // s + 1,
+    with PyTorch's signature and initialization (as Conv2d, fan_in = C_in/groups * k).
+
+    Runs as conv2d on a height-1 image. Only padding_mode='zeros'; dilation and groups
+    other than 1 reach conv2d, which raises NotImplementedError where it lacks them.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        *,
+        generator=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        self.in_channels = _size(in_channels, "in_channels", "Conv1d", 1)
+        self.out_channels = _size(out_channels, "out_channels", "Conv1d", 1)
+        self.groups = _size(groups, "groups", "Conv1d", 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"Conv1d: in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must be divisible by groups ({groups})"
+            )
+        self.kernel_size = (_single(kernel_size, "kernel_size", 1),)
+        self.stride = (_single(stride, "stride", 1),)
+        self.dilation = (_single(dilation, "dilation", 1),)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(
+                    f"Conv1d: padding must be 'same', 'valid' or an int (got {padding!r})"
+                )
+            if padding == "same" and self.stride != (1,):
+                raise ValueError("Conv1d: padding='same' is not supported for strided convolutions")
+            self.padding = padding
+        else:
+            self.padding = (_single(padding, "padding", 0),)
+        if padding_mode != "zeros":
+            raise NotImplementedError(
+                f"Conv1d: only padding_mode='zeros' is supported (got {padding_mode!r})"
+            )
+        self.padding_mode = padding_mode
+        dt = _dtype(dtype, "Conv1d")
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=dt))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        rng = get_rng(generator)
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=rng)
+        if self.bias is not None:
+            fan_in = self.in_channels // self.groups * self.kernel_size[0]
+            _fan_in_bias_(self.bias, fan_in, rng)
+
+    def forward(self, x):
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(
+            x, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups
+        )
+
+    def extra_repr(self):
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0,):
+            s += f", padding={self.padding}"  # PyTorch prints padding=same, unquoted
+        if self.dilation != (1,):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+def _single(value, name, minimum):
+    v = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+    return _size(v, name, "Conv1d", minimum)
+
+
+class Embedding(Module):
+    """A lookup table: integer indices (*) -> rows of ``weight`` (*, embedding_dim).
+
+    ``weight`` (num_embeddings, embedding_dim) ~ N(0, 1), as PyTorch; the row
+    ``padding_idx`` (negative counts from the end) starts at zero and gets no gradient.
+    ``max_norm`` renormalizes looked-up rows in place. ``_weight`` supplies the table;
+    ``_freeze=True`` makes it not require grad. ``from_pretrained`` builds one from a
+    table. scale_grad_by_freq and sparse raise NotImplementedError.
+    """
+
+    def __init__(
+        self,
+        num_embeddings,
+        embedding_dim,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        sparse=False,
+        _weight=None,
+        _freeze=False,
+        *,
+        generator=None,
+        dtype=np.float32,
+    ):
+        super().__init__()
+        self.num_embeddings = _size(num_embeddings, "num_embeddings", "Embedding", 0)
+        self.embedding_dim = _size(embedding_dim, "embedding_dim", "Embedding", 0)
+        n = self.num_embeddings
+        if padding_idx is not None:
+            if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+                raise ValueError(f"Embedding: padding_idx must be an int (got {padding_idx!r})")
+            if not -n <= padding_idx < n:
+                raise ValueError(
+                    f"Embedding: padding_idx must be within num_embeddings (got {padding_idx})"
+                )
+            padding_idx = int(padding_idx) % n
+        if scale_grad_by_freq or sparse:
+            raise NotImplementedError("Embedding: scale_grad_by_freq and sparse are not supported")
+        self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq, self.sparse = False, False
+        dt = _dtype(dtype, "Embedding")
+        if _weight is None:
+            self.weight = Parameter(np.empty((n, self.embedding_dim), dtype=dt))
+            self.reset_parameters(generator)
+        else:
+            data = _weight.data if hasattr(_weight, "data") else np.asarray(_weight)
+            if data.shape != (n, self.embedding_dim):
+                raise ValueError(
+                    f"Embedding: _weight must have shape ({n}, {self.embedding_dim}) "
+                    f"(got {data.shape})"
+                )
+            self.weight = Parameter(data, requires_grad=not _freeze)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings,
+        freeze=True,
+        padding_idx=None,
+        max_norm=None,
+        norm_type=2.0,
+        scale_grad_by_freq=False,
+        sparse=False,
+    ):
+        """An Embedding whose table is `embeddings` (2D); frozen (no grad) by default."""
+        data = embeddings.data if hasattr(embeddings, "data") else np.asarray(embeddings)
+        if data.ndim != 2:
+            raise ValueError(
+                f"Embedding.from_pretrained: expected a 2D table (got shape {data.shape})"
+            )
+        return cls(
+            data.shape[0],
+            data.shape[1],
+            padding_idx,
+            max_norm,
+            norm_type,
+            scale_grad_by_freq,
+            sparse,
+            _weight=data,
+            _freeze=freeze,
+        )
+
+    def reset_parameters(self, generator=None):
+        init.normal_(self.weight, 0.0, 1.0, generator=get_rng(generator))
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0
+
+    def forward(self, x):
+        return F.embedding(x, self.weight, self.padding_idx, self.max_norm, self.norm_type)
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        return s
+
+
 class MaxPool2d(Module):
     """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size."""
 

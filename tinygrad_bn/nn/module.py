@@ -12,6 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..tensor import Tensor
+from . import hooks as _hooks
 
 
 class Parameter(Tensor):
@@ -46,6 +47,7 @@ class Module:
     sub-modules are registered by assigning them as attributes."""
 
     training = True  # class default, so a subclass that forgets super().__init__ still reads
+    _has_hooks = False  # one attribute read keeps __call__ cheap for the (usual) hook-free case
 
     def __init__(self):
         d = self.__dict__
@@ -58,7 +60,92 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not self._has_hooks:
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    # ------------------------------------------------------------ hooks
+    def _hook_dict(self, name):
+        d = self.__dict__
+        if name not in d:
+            d[name] = {}
+        return d[name]
+
+    def _hooks_changed(self):
+        d = self.__dict__
+        d["_has_hooks"] = any(
+            d.get(n) for n in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks")
+        )
+
+    def _add_hook(self, name, hook, prepend, flags):
+        if not callable(hook):
+            raise TypeError(f"{name[1:-1]}: hook must be callable, got {type(hook).__name__}")
+        hooks = self._hook_dict(name)
+        handle = _hooks.RemovableHandle(hooks, self._hooks_changed)
+        hooks[handle.id] = (hook, flags)
+        if prepend:
+            hooks.update({k: hooks.pop(k) for k in [k for k in hooks if k != handle.id]})
+        self._hooks_changed()
+        return handle
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args)`` before each forward (``hook(module, args, kwargs)``
+        with ``with_kwargs``). A non-None result replaces the input: a tuple, or a single
+        value taken as a 1-tuple (with_kwargs: an ``(args, kwargs)`` pair). ``prepend``
+        runs it before the hooks already registered. Returns a handle; ``.remove()``."""
+        return self._add_hook("_forward_pre_hooks", hook, prepend, (bool(with_kwargs), False))
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """Call ``hook(module, args, output)`` after each forward (``hook(module, args,
+        kwargs, output)`` with ``with_kwargs``); a non-None result replaces the output.
+        ``always_call`` runs it even when forward raises. Returns a handle; ``.remove()``."""
+        return self._add_hook(
+            "_forward_hooks", hook, prepend, (bool(with_kwargs), bool(always_call))
+        )
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """Call ``hook(module, grad_input, grad_output)`` when the gradients w.r.t. this
+        call's positional inputs are computed: tuples of Tensors (None for an input or
+        output without a gradient). A non-None result (a tuple as long as grad_input)
+        replaces grad_input. Returns a handle; ``.remove()``."""
+        return self._add_hook("_backward_hooks", hook, prepend, (False, False))
+
+    def _call_with_hooks(self, args, kwargs):
+        d = self.__dict__
+        for hook, (with_kwargs, _) in list(d.get("_forward_pre_hooks", {}).values()):
+            if with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(
+                            "forward pre-hook with with_kwargs=True must return None or "
+                            f"a tuple of (new_args, new_kwargs), got {result!r}"
+                        )
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        backward = [h for h, _ in d.get("_backward_hooks", {}).values()]
+        state = None
+        if backward:
+            args, state = _hooks.gate_inputs(self, backward, args)
+        forward_hooks = list(d.get("_forward_hooks", {}).values())
+        try:
+            output = self.forward(*args, **kwargs)
+        except Exception:
+            for hook, (with_kwargs, always_call) in forward_hooks:
+                if always_call:
+                    try:
+                        hook(self, args, kwargs, None) if with_kwargs else hook(self, args, None)
+                    except Exception:
+                        pass  # the forward's own error is the one to see
+            raise
+        for hook, (with_kwargs, _) in forward_hooks:
+            result = hook(self, args, kwargs, output) if with_kwargs else hook(self, args, output)
+            if result is not None:
+                output = result
+        return _hooks.tap_outputs(state, output)
 
     # ------------------------------------------------------------ registration
     def _registries(self):

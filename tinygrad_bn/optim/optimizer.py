@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedulers, as in ``torch.optim``.
+"""Optimizers, as in ``torch.optim``: SGD, Adam (amsgrad, maximize), AdamW, RMSprop.
 
 Updates work on the parameters' NumPy arrays in place (``p.data``), so they record no
 graph and keep each parameter's identity and dtype. Update rules are PyTorch's documented
@@ -9,10 +9,11 @@ ones. The plain-SGD path is one ``p.data -= lr * g`` per parameter: the paper's 
 import copy
 import math
 import numbers
+import warnings
 
 import numpy as np
 
-from .tensor import Tensor
+from ..tensor import Tensor
 
 
 def _number(value, name, op, low=0.0, high=None, high_open=False):
@@ -24,6 +25,21 @@ def _number(value, name, op, low=0.0, high=None, high_open=False):
         bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
         raise ValueError(f"{op}: invalid {name}: expected >= {low}{bound}, got {value}")
     return float(value)
+
+
+def _flag(value, name, op):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _betas(betas, op):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{op}: betas must be a pair, got {betas!r}")
+    return (
+        _number(betas[0], "beta parameter at index 0", op, 0.0, 1.0, True),
+        _number(betas[1], "beta parameter at index 1", op, 0.0, 1.0, True),
+    )
 
 
 class Optimizer:
@@ -52,7 +68,9 @@ class Optimizer:
             self.add_param_group(group)
 
     def _check_group(self, group):
-        """Subclasses validate hyper-parameters here (ValueError)."""
+        """Validate and normalize one group's hyper-parameters in place (ValueError,
+        TypeError). The one check shared by the constructor, add_param_group and
+        load_state_dict; subclasses override it."""
 
     def add_param_group(self, group):
         """Add a dict {"params": ..., hyper-parameter overrides} to ``param_groups``."""
@@ -70,7 +88,13 @@ class Optimizer:
             if not p.is_leaf:
                 raise ValueError(f"{type(self).__name__} can't optimize a non-leaf Tensor")
         if len({id(p) for p in params}) != len(params):
-            raise ValueError(f"{type(self).__name__}: a parameter appears twice in one group")
+            # PyTorch warns and keeps the duplicate (it is then updated twice per step)
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; "
+                "in future, this will cause an error",
+                UserWarning,
+                stacklevel=3,
+            )
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in existing for p in params):
             raise ValueError(
@@ -97,10 +121,22 @@ class Optimizer:
     def _all_params(self):
         return [p for g in self.param_groups for p in g["params"]]
 
+    def _indices(self):
+        """id(param) -> the index state_dict() names it by. As PyTorch: a parameter listed
+        in several groups gets its first group's index, and within that group (where it
+        can appear twice, with a warning) its last position."""
+        index, start = {}, 0
+        for g in self.param_groups:
+            local = {id(p): i for i, p in enumerate(g["params"], start)}
+            for key, i in local.items():
+                index.setdefault(key, i)
+            start += len(g["params"])
+        return index
+
     def state_dict(self):
         """{"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}: a deep
         copy, with parameters named by their position across the groups."""
-        index = {id(p): i for i, p in enumerate(self._all_params())}
+        index = self._indices()
         groups = [
             {
                 **{k: v for k, v in g.items() if k != "params"},
@@ -114,20 +150,33 @@ class Optimizer:
     def load_state_dict(self, state_dict):
         """Restore hyper-parameters and state saved by ``state_dict()`` (deep-copied in).
 
-        Raises ValueError if the number of groups or their sizes differ, or a state
-        array's shape does not match its parameter."""
+        The hyper-parameters are validated as the constructor validates them, and nothing
+        changes unless every check passes. Raises ValueError if the number of groups or
+        their sizes differ, a hyper-parameter is invalid, or a state array's shape does not
+        match its parameter; TypeError for a state_dict that is not one."""
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise TypeError(
+                "load_state_dict: expected a dict with 'state' and 'param_groups', "
+                f"got {type(state_dict).__name__}"
+            )
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(
                 f"load_state_dict: state_dict has {len(groups)} parameter groups, "
                 f"this optimizer has {len(self.param_groups)}"
             )
+        merged = []
         for i, (saved, own) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, dict) or "params" not in saved:
+                raise TypeError(f"load_state_dict: group {i} must be a dict with 'params'")
             if len(saved["params"]) != len(own["params"]):
                 raise ValueError(
                     f"load_state_dict: group {i} has {len(saved['params'])} "
                     f"parameters in state_dict, {len(own['params'])} here"
                 )
+            group = {**own, **{k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}}
+            self._check_group(group)
+            merged.append(group)
         params = {}
         for saved, own in zip(groups, self.param_groups):
             params.update(zip((int(i) for i in saved["params"]), own["params"]))
@@ -149,8 +198,8 @@ class Optimizer:
                         )
                     s[name] = v.astype(p.dtype, copy=False)
             state[p] = s
-        for saved, own in zip(groups, self.param_groups):
-            own.update({k: v for k, v in saved.items() if k != "params"})
+        for group, own in zip(merged, self.param_groups):
+            own.update(group)
         self.state = state
 
     def __repr__(self):
@@ -186,7 +235,7 @@ class SGD(Optimizer):
         g["momentum"] = _number(g["momentum"], "momentum value", "SGD")
         g["dampening"] = _number(g["dampening"], "dampening value", "SGD")
         g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", "SGD")
-        g["nesterov"] = bool(g["nesterov"])
+        g["nesterov"] = _flag(g["nesterov"], "nesterov", "SGD")
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError(
                 "SGD: nesterov momentum requires a momentum > 0 and zero "
@@ -227,36 +276,59 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015) with bias correction, PyTorch's rule:
 
-    g = grad + weight_decay * p;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    g = -grad if maximize else grad;  with weight decay, g <- g + weight_decay * p, or,
+    decoupled (AdamW), p <- p (1 - lr weight_decay);  m <- b1 m + (1 - b1) g;
+    v <- b2 v + (1 - b2) g^2;  with amsgrad v_max <- max(v_max, v) replaces v below;
     p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+        *,
+        maximize=False,
+        decoupled_weight_decay=False,
+    ):
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults)
 
     def _check_group(self, g):
-        g["lr"] = _number(g["lr"], "learning rate", "Adam")
-        g["eps"] = _number(g["eps"], "epsilon value", "Adam")
-        g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", "Adam")
-        betas = g["betas"]
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: betas must be a pair, got {betas!r}")
-        g["betas"] = (
-            _number(betas[0], "beta parameter at index 0", "Adam", 0.0, 1.0, True),
-            _number(betas[1], "beta parameter at index 1", "Adam", 0.0, 1.0, True),
-        )
+        op = type(self).__name__
+        g["lr"] = _number(g["lr"], "learning rate", op)
+        g["eps"] = _number(g["eps"], "epsilon value", op)
+        g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", op)
+        g["betas"] = _betas(g["betas"], op)
+        for name in ("amsgrad", "maximize", "decoupled_weight_decay"):
+            g[name] = _flag(g[name], name, op)
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, (beta1, beta2) = group["lr"], group["betas"]
-            eps, decay = group["eps"], group["weight_decay"]
+            eps, decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
+            decoupled = group["decoupled_weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.data
+                g = -p.grad.data if group["maximize"] else p.grad.data
                 if decay != 0:
-                    g = g + decay * p.data
+                    if decoupled:
+                        p.data *= 1 - lr * decay
+                    else:
+                        g = g + decay * p.data
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {
@@ -264,6 +336,8 @@ class Adam(Optimizer):
                         "exp_avg": np.zeros_like(p.data),
                         "exp_avg_sq": np.zeros_like(p.data),
                     }
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
                 state["step"] += 1
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -271,88 +345,116 @@ class Adam(Optimizer):
                 m += (1 - beta1) * g
                 v *= beta2
                 v += (1 - beta2) * (g * g)
+                if amsgrad:
+                    v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                 denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
                 denom += eps
                 p.data -= (lr / (1 - beta1**t)) * (m / denom)
         return loss
 
 
-# ================================================================ schedulers
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): each step first
+    shrinks p by (1 - lr * weight_decay), then takes the Adam step on the raw gradient.
+    PyTorch's rule and defaults (weight_decay=0.01)."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        *,
+        maximize=False,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+        )
 
 
-class LRScheduler:
-    """Base class: sets each group's lr from ``get_lr()`` at construction and on ``step()``."""
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e), PyTorch's rule:
 
-    def __init__(self, optimizer, last_epoch=-1):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"{type(self).__name__}: expected an Optimizer, got {type(optimizer).__name__}"
-            )
-        self.optimizer = optimizer
-        for group in optimizer.param_groups:
-            if last_epoch == -1:
-                group.setdefault("initial_lr", group["lr"])
-            elif "initial_lr" not in group:
-                raise KeyError(
-                    "param 'initial_lr' is not specified in param_groups when resuming an optimizer"
-                )
-        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
-        self.last_epoch = last_epoch
-        self.step()
+    g = -grad if maximize else grad, plus weight_decay * p;  s <- alpha s + (1 - alpha) g^2;
+    centered: a <- alpha a + (1 - alpha) g and d = sqrt(s - a^2) + eps, else d = sqrt(s) + eps;
+    with momentum b <- momentum b + g / d and p <- p - lr b, else p <- p - lr g / d.
+    """
 
-    def get_lr(self):
-        raise NotImplementedError
+    def __init__(
+        self,
+        params,
+        lr=1e-2,
+        alpha=0.99,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum=0.0,
+        centered=False,
+        maximize=False,
+    ):
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults)
 
-    def step(self):
-        """Advance one epoch and write the new learning rates into the optimizer."""
-        self.last_epoch += 1
-        lrs = self.get_lr()
-        for group, lr in zip(self.optimizer.param_groups, lrs):
-            group["lr"] = lr
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+    def _check_group(self, g):
+        g["lr"] = _number(g["lr"], "learning rate", "RMSprop")
+        g["alpha"] = _number(g["alpha"], "alpha value", "RMSprop")
+        g["eps"] = _number(g["eps"], "epsilon value", "RMSprop")
+        g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", "RMSprop")
+        g["momentum"] = _number(g["momentum"], "momentum value", "RMSprop")
+        g["centered"] = _flag(g["centered"], "centered", "RMSprop")
+        g["maximize"] = _flag(g["maximize"], "maximize", "RMSprop")
 
-    def get_last_lr(self):
-        """The learning rates the last step() set, one per parameter group."""
-        return list(self._last_lr)
-
-    def state_dict(self):
-        """Everything except the optimizer."""
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(copy.deepcopy(state_dict))
-
-
-class StepLR(LRScheduler):
-    """Multiply each group's lr by gamma every step_size epochs."""
-
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if (
-            isinstance(step_size, bool)
-            or not isinstance(step_size, numbers.Integral)
-            or step_size < 1
-        ):
-            raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = _number(gamma, "gamma", "StepLR")
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        groups = self.optimizer.param_groups
-        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
-            return [g["lr"] for g in groups]
-        return [g["lr"] * self.gamma for g in groups]
-
-
-class ExponentialLR(LRScheduler):
-    """Multiply each group's lr by gamma every epoch."""
-
-    def __init__(self, optimizer, gamma, last_epoch=-1):
-        self.gamma = _number(gamma, "gamma", "ExponentialLR")
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        groups = self.optimizer.param_groups
-        if self.last_epoch == 0:
-            return [g["lr"] for g in groups]
-        return [g["lr"] * self.gamma for g in groups]
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+            decay, momentum, centered = group["weight_decay"], group["momentum"], group["centered"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = -p.grad.data if group["maximize"] else p.grad.data
+                if decay != 0:
+                    g = g + decay * p.data
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = {"step": 0, "square_avg": np.zeros_like(p.data)}
+                    if momentum > 0:
+                        state["momentum_buffer"] = np.zeros_like(p.data)
+                    if centered:
+                        state["grad_avg"] = np.zeros_like(p.data)
+                state["step"] += 1
+                square_avg = state["square_avg"]
+                square_avg *= alpha
+                square_avg += (1 - alpha) * (g * g)
+                if centered:
+                    grad_avg = state["grad_avg"]
+                    grad_avg *= alpha
+                    grad_avg += (1 - alpha) * g
+                    avg = np.sqrt(square_avg - grad_avg * grad_avg)
+                else:
+                    avg = np.sqrt(square_avg)
+                avg += eps
+                if momentum > 0:
+                    buf = state["momentum_buffer"]
+                    buf *= momentum
+                    buf += g / avg
+                    p.data -= lr * buf
+                else:
+                    p.data -= lr * (g / avg)
+        return loss
