@@ -101,6 +101,12 @@ def q2(study, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     depths = s["depths"]
+    for ax in (ax_acc, ax_steps):
+        ax.set_xticks(depths)
+    # one colour scale for the four maps, up to the largest share measured (shares are small:
+    # on a 0-1 scale every map would be black)
+    top = max([v for rows in series.values() for r in rows for v in r["saturated_per_layer"]])
+    top = max(top, 0.01)
     for k, (name, rows) in enumerate(series.items()):
         ax = fig.add_subplot(gs[1, k])
         grid = np.full((len(rows), max(depths)), np.nan)
@@ -111,7 +117,7 @@ def q2(study, path):
             np.ma.masked_invalid(grid),
             cmap=cmap,
             vmin=0,
-            vmax=1,
+            vmax=top,
             aspect="auto",
             origin="lower",
             extent=(0.5, max(depths) + 0.5, -0.5, len(rows) - 0.5),
@@ -119,7 +125,7 @@ def q2(study, path):
         ax.set_yticks(range(len(rows)), [str(r["depth"]) for r in rows])
         ax.set(title=f"saturated share: {name}", xlabel="layer", ylabel="depth")
         ax.title.set_fontsize(9)
-        fig.colorbar(im, ax=ax, fraction=0.05)
+        fig.colorbar(im, ax=ax, fraction=0.05, label="saturated share")
     fig.suptitle("Question 2: depth with saturating nonlinearities")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
