@@ -398,16 +398,14 @@ def _q4(cells, c):
 # ---------------------------------------------------------------- report.md
 
 
-def _pm(s, scale=100, unit="%"):
+def _pm(s, scale=100, unit="%", digits=2):
     """mean ± std (min-max) over seeds, in percent by default."""
     if s is None or s["mean"] is None:
         return "n/a"
+    mean, std, lo, hi = (scale * s[k] for k in ("mean", "std", "min", "max"))
     if len(s["per_seed"]) == 1:
-        return f"{scale * s['mean']:.2f}{unit}"
-    return (
-        f"{scale * s['mean']:.2f}{unit} ± {scale * s['std']:.2f} "
-        f"({scale * s['min']:.2f}-{scale * s['max']:.2f})"
-    )
+        return f"{mean:.{digits}f}{unit}"
+    return f"{mean:.{digits}f}{unit} ± {std:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
 def _num(x):
@@ -530,7 +528,7 @@ def _render_q3(s, c):
     for name, v in s["variants"].items():
         lines.append(
             f"| {name} | {_pm(v['train_acc'])} | {_pm(v['test_acc'])} | {_pm(v['gap'])} | "
-            f"{_pm(v['train_loss'], 1, '')} | {_pm(v['test_loss'], 1, '')} |"
+            f"{_pm(v['train_loss'], 1, '', 4)} | {_pm(v['test_loss'], 1, '', 3)} |"
         )
     return lines
 
