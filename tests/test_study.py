@@ -105,9 +105,11 @@ def test_larger_grid_reuses_cells_and_changed_cells_rerun(tmp_path):
     assert again["cells_run"] == len(again["cells"])
     # a damaged cache file is run again, not trusted
     path = study.cell_path(out, small["cells"][0]["config"])
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("{not json")
-    assert study.run(_tiny(lrs=[0.1], init_stds=[0.01]), out, log=lambda m: None)["cells_run"] == 1
+    for damage in ("{not json", "[1, 2]", '{"version": 1}'):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(damage)
+        rerun = study.run(_tiny(lrs=[0.1], init_stds=[0.01]), out, log=lambda m: None)
+        assert rerun["cells_run"] == 1
 
 
 @pytest.mark.parametrize(

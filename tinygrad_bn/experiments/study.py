@@ -265,7 +265,9 @@ def _load_cached(path, cell):
             saved = json.load(f)
     except (OSError, ValueError):
         return None
-    if saved.get("version") != CELL_VERSION or saved.get("cell") != common.json_safe(cell):
+    if not isinstance(saved, dict) or saved.get("version") != CELL_VERSION:
+        return None
+    if saved.get("cell") != common.json_safe(cell) or not isinstance(saved.get("result"), dict):
         return None
     return saved["result"]
 
