@@ -7,6 +7,12 @@ import os
 
 from ._threads import MAX_THREADS
 
+# Bounds shared by the size options of every command, said in --help: beyond them a run
+# would never end.
+MAX_STEPS = 10_000_000
+MAX_SEEDS = 100
+MAX_SEED = 2**32 - 1
+
 
 def _number(text, convert, expected):
     try:

@@ -2,6 +2,7 @@
 
     tinygrad-bn fig1      Figure 1: sigmoid MLP on MNIST with and without BatchNorm
     tinygrad-bn claims    Section 4.2's claims (Table 2) with a small conv net on MNIST
+    tinygrad-bn study     each claim of the abstract, measured on MNIST (four questions)
     tinygrad-bn bench     the kernel benchmarks (arguments go to tinygrad_bn.bench)
 
 Also runs as `python -m tinygrad_bn`. A bad option or value exits 2 with a one-line message
@@ -16,6 +17,9 @@ import sys
 
 from . import __version__
 from ._argtypes import (
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_STEPS,
     existing_dir,
     fraction,
     int_in_range,
@@ -29,9 +33,6 @@ PROG = "tinygrad-bn"
 
 # Bounds of the size options, said in --help: beyond them a run would only exhaust memory
 # (claims' conv net holds batch x channels x 28 x 28 activations per block) or never end.
-MAX_STEPS = 10_000_000
-MAX_SEEDS = 100
-MAX_SEED = 2**32 - 1
 MAX_EVAL_SAMPLES = 10_000  # MNIST's test set
 MAX_CHANNELS = 64
 MAX_BLOCKS = 4  # each block halves the 28x28 image with a 2x2 max pool
@@ -167,7 +168,7 @@ def _add_common(p, defaults, name, max_batch):
 
 
 def build_parser():
-    from .experiments import claims, fig1
+    from .experiments import claims, fig1, study_cli
 
     parser = _Parser(
         prog=PROG,
@@ -276,6 +277,8 @@ def build_parser():
         help="which variants to run (default: all: %(default)s)",
     )
 
+    study_cli.add_parser(sub)  # tinygrad-bn study (experiments/study_cli.py)
+
     # listed for --help only: main() hands 'bench ...' to tinygrad_bn.bench.main unparsed
     sub.add_parser(
         "bench",
@@ -319,7 +322,10 @@ def _claims_config(args):
 
 
 def _run_experiment(args):
-    from .experiments import claims, fig1
+    from .experiments import claims, fig1, study_cli
+
+    if args.command == "study":
+        return study_cli.main(args, PROG)
 
     module, config = (
         (fig1, _fig1_config(args)) if args.command == "fig1" else (claims, _claims_config(args))

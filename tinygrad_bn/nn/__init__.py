@@ -25,6 +25,7 @@ from .normalization import (
     InstanceNorm3d,
     LayerNorm,
 )
+from .renorm import BatchRenorm1d, BatchRenorm2d  # noqa: F401 (Batch Renormalization)
 
 __all__ = [
     "Module",
