@@ -502,3 +502,25 @@ def test_pooling_modules():
         nn.AvgPool2d(3, 2, 1, ceil_mode=True), torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True), a
     )
     against_torch(nn.AdaptiveAvgPool2d((2, 2)), torch.nn.AdaptiveAvgPool2d((2, 2)), a)
+
+
+def test_new_argument_errors():
+    x = tg.ones(3, 4)
+    with pytest.raises(ValueError, match="cross_entropy: expected label_smoothing between 0 and 1"):
+        F.cross_entropy(x, np.array([0, 1, 2]), label_smoothing=1.5)
+    with pytest.raises(ValueError, match="nll_loss: expected ignore_index to be an integer"):
+        F.nll_loss(x, np.array([0, 1, 2]), ignore_index=0.5)
+    with pytest.raises(ValueError, match="gelu: expected approximate 'none' or 'tanh'"):
+        F.gelu(x, "fast")
+    with pytest.raises(ValueError, match="conv2d: padding='same' expects stride 1"):
+        F.conv2d(tg.ones(1, 1, 4, 4), tg.ones(1, 1, 3, 3), stride=2, padding="same")
+    with pytest.raises(ValueError, match="pad: expected reflect pads of dim 1"):
+        F.pad(x, (4, 0), mode="reflect")
+    with pytest.raises(ValueError, match="expand: expected sizes"):
+        x.expand(2, 3)
+    with pytest.raises(ValueError, match="split: expected sections that sum"):
+        x.split([1, 1])
+    with pytest.raises(TypeError, match="where: expected a bool mask"):
+        tg.where(x, x, x)
+    with pytest.raises(ValueError, match="masked_fill: expected a mask that broadcasts"):
+        x.masked_fill(tg.Tensor(np.ones(5, bool)), 0.0)

@@ -214,7 +214,8 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     if log_probs.ndim < 1:
         raise ValueError("nll_loss: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
     _reduction(reduction, "nll_loss")
-    ignore_index = _integer(ignore_index, "ignore_index", "nll_loss", minimum=-(2**63))
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"nll_loss: expected ignore_index to be an integer (got {ignore_index!r})")
     t = _labels(target, log_probs.shape, ignore_index, "nll_loss")
     c = log_probs.shape[0 if log_probs.ndim == 1 else 1]
     w = _class_weight(weight, c, log_probs.dtype, "nll_loss")
@@ -243,9 +244,9 @@ def cross_entropy(
     if logits.ndim < 1:
         raise ValueError(f"{op}: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
     _reduction(reduction, op)
-    eps = _probability(
-        label_smoothing, op.replace("cross_entropy", "cross_entropy label_smoothing")
-    )
+    eps = label_smoothing
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{op}: expected label_smoothing between 0 and 1 (got {eps!r})")
     cdim = 0 if logits.ndim == 1 else 1
     c = logits.shape[cdim]
     logp = logits.log_softmax(cdim)

@@ -371,7 +371,7 @@ class Tensor:
         return other.matmul(t)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor) or isinstance(exponent, np.ndarray):
+        if isinstance(exponent, (Tensor, np.ndarray)):
             return _ops.PowTensor.apply(*_broadcasted("pow", self, exponent))
         if not np.isscalar(exponent) or np.asarray(exponent).dtype.kind not in "biuf":
             raise TypeError(
@@ -409,10 +409,10 @@ class Tensor:
     # the graph and the optimizers key dicts and sets by Tensor.
     __hash__ = object.__hash__
 
-    def _compare(self, other, ufunc, op, reflect=False):
+    def _compare(self, other, ufunc, op):
         if not isinstance(other, Tensor) and np.asarray(other).dtype.kind not in "biuf":
             return NotImplemented  # t == None or t == "a" is False, as in PyTorch
-        a, b = _broadcasted(op, other, self) if reflect else _broadcasted(op, self, other)
+        a, b = _broadcasted(op, self, other)
         return Tensor._from_op(ufunc(a.data, b.data), None)
 
     def __eq__(self, other):
