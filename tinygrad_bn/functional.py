@@ -181,7 +181,8 @@ def _class_last(x):
 
 
 def _labels(target, input_shape, ignore_index, op):
-    """Integer class indices of the input's shape without its class dim, flattened."""
+    """(t, ignored): the integer class indices of the input's shape less its class dim,
+    flattened, and the mask of those equal to ignore_index (None when there are none)."""
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
     c = input_shape[0 if len(input_shape) == 1 else 1]
     want = () if len(input_shape) == 1 else (input_shape[0],) + tuple(input_shape[2:])
@@ -195,12 +196,18 @@ def _labels(target, input_shape, ignore_index, op):
     if t.shape != want:
         raise ValueError(f"{op}: expected target of shape {want} (got {t.shape})")
     t = t.astype(np.int64).reshape(-1)
-    valid = t[t != ignore_index]
+    if not t.size:
+        return t, None
+    lo, hi = t.min(), t.max()
+    if 0 <= lo and hi < c and not lo <= ignore_index <= hi:
+        return t, None  # the usual case, decided without another pass over t
+    ignored = t == ignore_index
+    valid = t[~ignored]
     if valid.size and (valid.min() < 0 or valid.max() >= c):
         raise ValueError(
             f"{op}: expected target values in [0, {c}) (got [{valid.min()}, {valid.max()}])"
         )
-    return t
+    return t, (ignored if ignored.any() else None)
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -216,15 +223,16 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     _reduction(reduction, "nll_loss")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise ValueError(f"nll_loss: expected ignore_index to be an integer (got {ignore_index!r})")
-    t = _labels(target, log_probs.shape, ignore_index, "nll_loss")
-    c = log_probs.shape[0 if log_probs.ndim == 1 else 1]
-    w = _class_weight(weight, c, log_probs.dtype, "nll_loss")
-    ignored = t == ignore_index
+    t, ignored = _labels(target, log_probs.shape, ignore_index, "nll_loss")
     weights = None
-    if w is not None or ignored.any():
-        safe = np.where(ignored, 0, t)
-        weights = (np.ones(len(t), log_probs.dtype) if w is None else w[safe]) * ~ignored
-        t = safe
+    if weight is not None or ignored is not None:
+        c = log_probs.shape[0 if log_probs.ndim == 1 else 1]
+        w = _class_weight(weight, c, log_probs.dtype, "nll_loss")
+        if ignored is not None:
+            t = np.where(ignored, 0, t)
+        weights = np.ones(len(t), log_probs.dtype) if w is None else w[t]
+        if ignored is not None:
+            weights = weights * ~ignored
     out = ops.NLLLoss.apply(_class_last(log_probs), target=t, weights=weights, reduction=reduction)
     if reduction == "none":
         shape = () if log_probs.ndim == 1 else (log_probs.shape[0],) + log_probs.shape[2:]
@@ -245,11 +253,14 @@ def cross_entropy(
         raise ValueError(f"{op}: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
     _reduction(reduction, op)
     eps = label_smoothing
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps <= 1.0:
-        raise ValueError(f"{op}: expected label_smoothing between 0 and 1 (got {eps!r})")
+    if not (type(eps) is float and 0.0 <= eps <= 1.0):  # the fast, common case first
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps <= 1.0:
+            raise ValueError(f"{op}: expected label_smoothing between 0 and 1 (got {eps!r})")
     cdim = 0 if logits.ndim == 1 else 1
     c = logits.shape[cdim]
     logp = logits.log_softmax(cdim)
+    if not eps and not (isinstance(target, Tensor) and target.dtype.kind == "f"):
+        return nll_loss(logp, target, weight, ignore_index, reduction)  # the common case
     w = _class_weight(weight, c, logits.dtype, op)
     wshape = (c,) + (1,) * (logits.ndim - cdim - 1)
     if isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == logits.shape:
@@ -264,7 +275,7 @@ def cross_entropy(
     nll = nll_loss(logp, target, weight, ignore_index, reduction)
     if not eps:
         return nll
-    t = _labels(target, logits.shape, ignore_index, op)
+    t = _labels(target, logits.shape, ignore_index, op)[0]
     counted = (t != ignore_index).reshape(logp.shape[:cdim] + logp.shape[cdim + 1 :])
     terms = logp if w is None else logp * Tensor(w.reshape(wshape))
     smooth = where(Tensor(counted), -terms.sum(axis=cdim), 0.0)
