@@ -524,3 +524,37 @@ def test_new_argument_errors():
         tg.where(x, x, x)
     with pytest.raises(ValueError, match="masked_fill: expected a mask that broadcasts"):
         x.masked_fill(tg.Tensor(np.ones(5, bool)), 0.0)
+
+
+@st.composite
+def mixed_indices(draw, shape):
+    """An index with an int, an index list, a slice and one more item (int, list, slice or
+    None) in any order, sometimes with an Ellipsis: valid for shape (4 dims)."""
+    kinds = draw(st.permutations(["int", "list", "slice", draw(st.sampled_from(KINDS))]))
+    items, dims = [], iter(shape)
+    for kind in kinds:
+        if kind == "none":
+            items.append(None)
+            continue
+        n = next(dims)
+        if kind == "int":
+            items.append(draw(st.integers(-n, n - 1)))
+        elif kind == "slice":
+            items.append(slice(draw(st.integers(0, n - 1)), None, draw(st.integers(1, 2))))
+        else:
+            items.append(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        items.insert(draw(st.integers(0, len(items))), Ellipsis)
+    return tuple(items)
+
+
+KINDS = ["int", "list", "slice", "none"]
+
+
+@given(data=st.data())
+@settings(max_examples=60)
+def test_mixed_indexing_matches_pytorch(data):
+    shape = (2, 3, 4, 3)
+    index = data.draw(mixed_indices(shape))
+    a = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    against_torch(lambda x: x[index], lambda x: x[index], a)
