@@ -218,6 +218,14 @@ def test_pad_modes(mode, data):
         F.pad(tg.Tensor(a), (1, 2, 3))
 
 
+def test_negative_constant_pads_crop_as_pytorch():
+    a = np.random.default_rng(5).standard_normal((2, 3, 5))
+    for p in [(-1, 2), (1, -2, -1, 0), (-2, -2, 0, 1)]:
+        against_torch(lambda x: F.pad(x, p, value=1.0), lambda x: TF.pad(x, p, value=1.0), a)
+    with pytest.raises(ValueError, match="pad: expected pad to be an integer >= 0"):
+        F.pad(tg.Tensor(a), (-1, 0), mode="reflect")
+
+
 @given(a=arrays((3, 4), elements=st.floats(0.3, 2.0)), b=arrays((3, 4), bound=2.0))
 @few
 def test_method_aliases_and_tensor_powers(a, b):

@@ -347,9 +347,14 @@ def pad(x, pad, mode="constant", value=0.0):
     """Pad the last len(pad) // 2 dims: pad = (left, right) for the last dim, then the one
     before, ... as PyTorch. mode 'constant' (with value) pads any dims; 'reflect' (mirror
     without the edge), 'replicate' (edge) and 'circular' (wrap) need pads that fit in the
-    dim (reflect: < size; circular: <= size), as PyTorch. Pads are >= 0 here."""
+    dim (reflect: < size; circular: <= size), as PyTorch. Negative constant pads crop;
+    the other modes take pads >= 0 here."""
     _tensor(x, "input", "pad")
-    pads = [_integer(p, "pad", "pad") for p in (pad if isinstance(pad, (tuple, list)) else [pad])]
+    low = None if mode == "constant" else 0  # constant pads < 0 crop, as PyTorch
+    pads = [
+        _integer(p, "pad", "pad", -(2**62) if low is None else 0)
+        for p in (pad if isinstance(pad, (tuple, list)) else [pad])
+    ]
     if len(pads) % 2 or len(pads) // 2 > x.ndim:
         raise ValueError(
             f"pad: expected an even number of pads, at most 2 per dim of the {x.ndim}D input "
@@ -363,6 +368,11 @@ def pad(x, pad, mode="constant", value=0.0):
     for i in range(len(pads) // 2):
         width[x.ndim - 1 - i] = (pads[2 * i], pads[2 * i + 1])
     if mode == "constant":
+        if any(a < 0 or b < 0 for a, b in width):
+            crop = tuple(slice(-min(a, 0), n + min(b, 0)) for (a, b), n in zip(width, x.shape))
+            if any(c.stop < c.start for c in crop):
+                raise ValueError(f"pad: expected negative pads that leave a size >= 0 (got {pads})")
+            x, width = x[crop], [(max(a, 0), max(b, 0)) for a, b in width]
         return ops.Pad.apply(x, pad_width=tuple(width), value=_number(value, "value", "pad"))
     out = x
     for d, (a, b) in enumerate(width):
