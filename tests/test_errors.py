@@ -55,7 +55,7 @@ def test_conv_and_pool_errors():
         F.conv2d(x, tg.ones(2, 3, 3, 3), stride=0)
     with pytest.raises(ValueError, match=r"conv2d: expected bias of shape \(2,\) \(got \(3,\)\)"):
         F.conv2d(x, tg.ones(2, 3, 3, 3), tg.ones(3))
-    with pytest.raises(NotImplementedError, match="conv2d: expected dilation=1 and groups=1"):
+    with pytest.raises(ValueError, match=r"conv2d: expected input with 9 channels, as weight"):
         F.conv2d(x, tg.ones(2, 3, 3, 3), groups=3)
     with pytest.raises(
         ValueError, match=r"max_pool2d: expected padding at most half the kernel size \(2, 2\)"
@@ -76,18 +76,20 @@ def test_loss_errors():
     with pytest.raises(TypeError, match="integer class indices"):
         F.cross_entropy(logits, np.array([0.5, 1, 2]))
     with pytest.raises(
-        ValueError, match=r"cross_entropy: expected 2D input \(N, C\) \(got 1D input\)"
+        ValueError, match=r"cross_entropy: expected input \(C,\), \(N, C\) or .* \(got 0D input\)"
     ):
+        F.cross_entropy(tg.Tensor(1.0), np.array(0))
+    with pytest.raises(ValueError, match=r"nll_loss: expected target of shape \(\) \(got \(1,\)\)"):
         F.cross_entropy(tg.ones(4), np.array([0]))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(logits, np.array([0, 1, 2]), reduction="avg")
 
 
 def test_dtype_and_value_errors():
-    with pytest.raises(TypeError, match="only float tensors|float32 or float64"):
-        tg.Tensor(np.ones(2, dtype=np.int64), dtype=np.int64)
-    with pytest.raises(TypeError, match="pow: expected a Python or NumPy scalar exponent"):
-        tg.ones(2) ** tg.ones(2)
+    with pytest.raises(TypeError, match="expected dtype float32, float64, bool"):
+        tg.Tensor(np.ones(2), dtype=np.complex64)
+    with pytest.raises(TypeError, match="pow: expected a number, array or Tensor exponent"):
+        tg.ones(2) ** "2"
     with pytest.raises(
         ValueError, match=r"dropout: expected a probability p between 0 and 1 \(got 1.5\)"
     ):

@@ -18,9 +18,11 @@ def test_asarray_and_numpy_share_memory():
 def test_from_numpy_shares_float_and_copies_others():
     f = np.zeros(3, np.float32)
     assert np.shares_memory(tg.Tensor.from_numpy(f).numpy(), f)
-    i = np.zeros(3, np.int32)
-    t = tg.from_numpy(i)
-    assert t.dtype == np.float32 and not np.shares_memory(t.numpy(), i)
+    i = np.zeros(3, np.int32)  # integer data keeps its dtype and memory, as PyTorch
+    assert tg.from_numpy(i).dtype == np.int32 and np.shares_memory(tg.from_numpy(i).numpy(), i)
+    u = np.zeros(3, np.uint16)  # a dtype PyTorch lacks is copied to int64
+    t = tg.from_numpy(u)
+    assert t.dtype == np.int64 and not np.shares_memory(t.numpy(), u)
 
 
 def test_tolist_and_item():

@@ -12,7 +12,7 @@ def test_constructors_and_dtypes():
     assert tg.Tensor([1, 2, 3]).dtype == np.float32  # Python numbers -> float32
     assert tg.Tensor(2.5).shape == () and tg.Tensor(2.5).item() == 2.5
     assert tg.Tensor(np.arange(3.0)).dtype == np.float64  # NumPy floats keep their dtype
-    assert tg.Tensor(np.arange(3)).dtype == np.float32  # integer arrays become float32
+    assert tg.Tensor(np.arange(3)).dtype == np.int64  # integer arrays keep an integer dtype
     assert tg.Tensor([1, 2], dtype=np.float64).dtype == np.float64
     assert tg.zeros(2, 3).shape == (2, 3) and tg.ones((2, 3)).numpy().sum() == 6
     assert tg.zeros(2, dtype=np.float64).dtype == np.float64
@@ -40,8 +40,8 @@ def test_properties_and_repr():
 
 
 def test_bad_construction():
-    with pytest.raises(TypeError, match="float32 or float64"):
-        tg.Tensor([1], dtype=np.int32)
+    with pytest.raises(TypeError, match="float32, float64, bool, uint8 or int8/16/32/64"):
+        tg.Tensor([1], dtype=np.uint16)
     with pytest.raises(TypeError, match="dtype"):
         tg.Tensor(np.array(["a"]))
 

@@ -6,7 +6,16 @@ from tinygrad_bn import nn, optim
 """
 
 from . import kernels
-from .tensor import Tensor, cat, enable_grad, is_grad_enabled, manual_seed, no_grad
+from .tensor import (
+    Tensor,
+    cat,
+    enable_grad,
+    is_grad_enabled,
+    manual_seed,
+    no_grad,
+    stack,
+    where,
+)
 from .gradcheck import GradcheckError, gradcheck
 from . import functional, nn, optim, data
 from .checkpoint import CheckpointError, load, save

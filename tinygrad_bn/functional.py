@@ -1,12 +1,14 @@
 """Stateless ops, as in ``torch.nn.functional``: ``import tinygrad_bn.functional as F``."""
 
+import math
 import numbers
 
 import numpy as np
 
+from . import jit as _jit
 from . import ops
 from .jit import replayed
-from .tensor import FLOAT_DTYPES, Tensor, _promote
+from .tensor import FLOAT_DTYPES, Tensor, _promote, cat, where
 
 # ---------------------------------------------------------------- argument checks
 # The user-facing checks of F and nn, each written once; the ops behind them assume valid input.
@@ -85,21 +87,109 @@ def tanh(x):
 
 
 def softmax(x, dim=-1):
-    """exp(x) / sum(exp(x)) along dim, computed from the stable log_softmax."""
+    """exp(x) / sum(exp(x)) along dim (any dim), computed from the stable log_softmax."""
     return _tensor(x, "input", "softmax").softmax(dim)
 
 
 def log_softmax(x, dim=-1):
-    """x - logsumexp(x) along dim, shifted by the max so exp never overflows."""
+    """x - logsumexp(x) along dim (any dim), shifted by the max so exp never overflows."""
     return _tensor(x, "input", "log_softmax").log_softmax(dim)
+
+
+def _number(value, name, op):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{op}: expected {name} to be a number (got {value!r})")
+    return float(value)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x for x > 0, else negative_slope * x (the gradient at 0 is negative_slope, as PyTorch)."""
+    _tensor(x, "input", "leaky_relu")
+    slope = _number(negative_slope, "negative_slope", "leaky_relu")
+    return where(x > 0, x, x * slope)
+
+
+def elu(x, alpha=1.0):
+    """x for x > 0, else alpha (exp(x) - 1); exp sees only x <= 0, so it never overflows."""
+    _tensor(x, "input", "elu")
+    alpha = _number(alpha, "alpha", "elu")
+    return where(x > 0, x, (x.clamp(max=0).exp() - 1) * alpha)
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x) with Phi the normal CDF (approximate='none', through erf), or PyTorch's
+    tanh approximation (approximate='tanh'). erf runs as a Python loop (math.erf): about
+    0.1 us per element."""
+    _tensor(x, "input", "gelu")
+    if approximate == "none":
+        return x * 0.5 * (1 + ops.Erf.apply(x * (1 / math.sqrt(2))))
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
+        return x * 0.5 * (1 + inner.tanh())
+    raise ValueError(f"gelu: expected approximate 'none' or 'tanh' (got {approximate!r})")
+
+
+def silu(x):
+    """x * sigmoid(x) (swish)."""
+    return _tensor(x, "input", "silu") * x.sigmoid()
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold, as PyTorch."""
+    _tensor(x, "input", "softplus")
+    beta = _positive(beta, "beta", "softplus")
+    threshold = _number(threshold, "threshold", "softplus")
+    z = (x * beta).clamp(max=threshold)  # exp only sees values that cannot overflow
+    return where(x * beta > threshold, x, ops.Log1p.apply(z.exp()) * (1 / beta))
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """x clamped to [min_val, max_val]; the gradient is 0 at and beyond the ends, as PyTorch."""
+    _tensor(x, "input", "hardtanh")
+    lo, hi = _number(min_val, "min_val", "hardtanh"), _number(max_val, "max_val", "hardtanh")
+    if lo > hi:
+        raise ValueError(f"hardtanh: expected min_val <= max_val (got {lo} and {hi})")
+    return where(x <= lo, lo, where(x >= hi, hi, x))
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)), stable for large |x|."""
+    return ops.LogSigmoid.apply(_tensor(x, "input", "log_sigmoid"))
 
 
 # ---------------------------------------------------------------- losses
 
 
+def _reduce(loss, reduction):
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+def _class_weight(weight, c, dtype, op):
+    if weight is None:
+        return None
+    w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if w.shape != (c,):
+        raise ValueError(f"{op}: expected weight of shape ({c},), one per class (got {w.shape})")
+    return w.astype(dtype)
+
+
+def _class_last(x):
+    """(N, C, d1, ...) -> (N * d1 * ..., C); (C,) -> (1, C); (N, C) as it is."""
+    if x.ndim == 1:
+        return x.reshape(1, -1)
+    if x.ndim == 2:
+        return x
+    return x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
+
+
 @replayed  # a tg.jit replay checks and converts each call's labels again
-def _labels(target, n, num_classes, op):
+def _labels(target, input_shape, ignore_index, op):
+    """The integer class indices of the input's shape less its class dim, flattened; every
+    value but ignore_index must be a class. (NLLLoss masks the ignored ones, so the graph
+    does not depend on whether a batch has any: a tg.jit plan holds for every batch.)"""
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    c = input_shape[0 if len(input_shape) == 1 else 1]
+    want = () if len(input_shape) == 1 else (input_shape[0],) + tuple(input_shape[2:])
     if t.dtype.kind == "f":
         if not np.all(np.mod(t, 1) == 0):
             raise TypeError(
@@ -107,30 +197,110 @@ def _labels(target, n, num_classes, op):
             )
     elif t.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected target of integer class indices (got dtype {t.dtype})")
-    if t.shape != (n,):
-        raise ValueError(f"{op}: expected target of shape ({n},) (got {t.shape})")
-    t = t.astype(np.int64)
-    if t.size and (t.min() < 0 or t.max() >= num_classes):
+    if t.shape != want:
+        raise ValueError(f"{op}: expected target of shape {want} (got {t.shape})")
+    t = t.astype(np.int64).reshape(-1)
+    if not t.size:
+        return t
+    lo, hi = t.min(), t.max()
+    if 0 <= lo and hi < c:
+        return t  # the usual case, decided without another pass over t
+    valid = t[t != ignore_index]
+    if valid.size and (valid.min() < 0 or valid.max() >= c):
         raise ValueError(
-            f"{op}: expected target values in [0, {num_classes}) (got [{t.min()}, {t.max()}])"
+            f"{op}: expected target values in [0, {c}) (got [{valid.min()}, {valid.max()}])"
         )
     return t
 
 
-def nll_loss(log_probs, target, reduction="mean"):
-    """Negative log-likelihood of integer targets under (N, C) log-probabilities."""
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of integer targets under log-probabilities (C,), (N, C) or
+    (N, C, d1, ...) with target (), (N,) or (N, d1, ...).
+
+    weight (C,) scales each class; targets equal to ignore_index count for nothing; the mean
+    divides by the total weight of the targets counted, as PyTorch (nan when none count).
+    """
     _tensor(log_probs, "input", "nll_loss")
-    _dims(log_probs, (2,), "nll_loss", " (N, C)")
+    if log_probs.ndim < 1:
+        raise ValueError("nll_loss: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
     _reduction(reduction, "nll_loss")
-    t = _labels(target, log_probs.shape[0], log_probs.shape[1], "nll_loss")
-    return ops.NLLLoss.apply(log_probs, target=t, reduction=reduction)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"nll_loss: expected ignore_index to be an integer (got {ignore_index!r})")
+    t = _labels(target, log_probs.shape, ignore_index, "nll_loss")
+    c = log_probs.shape[0 if log_probs.ndim == 1 else 1]
+    w = _class_weight(weight, c, log_probs.dtype, "nll_loss")
+    out = ops.NLLLoss.apply(
+        _class_last(log_probs),
+        target=t,
+        class_weight=w,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    if reduction == "none":
+        shape = () if log_probs.ndim == 1 else (log_probs.shape[0],) + log_probs.shape[2:]
+        return out.reshape(*shape)
+    return out
 
 
-def cross_entropy(logits, target, reduction="mean"):
-    """Softmax cross-entropy of (N, C) logits against (N,) integer class indices."""
-    _tensor(logits, "input", "cross_entropy")
-    _dims(logits, (2,), "cross_entropy", " (N, C)")
-    return nll_loss(logits.log_softmax(1), target, reduction)
+def cross_entropy(
+    logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    """Softmax cross-entropy of logits (C,), (N, C) or (N, C, d1, ...), with PyTorch's two
+    kinds of target: integer class indices (the input's shape less the class dim), or class
+    probabilities (the input's shape, float). weight, ignore_index (class indices only) and
+    label_smoothing (mixing the target with the uniform distribution) as PyTorch."""
+    op = "cross_entropy"
+    _tensor(logits, "input", op)
+    if logits.ndim < 1:
+        raise ValueError(f"{op}: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
+    _reduction(reduction, op)
+    eps = label_smoothing
+    if not (type(eps) is float and 0.0 <= eps <= 1.0):  # the fast, common case first
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 <= eps <= 1.0:
+            raise ValueError(f"{op}: expected label_smoothing between 0 and 1 (got {eps!r})")
+    cdim = 0 if logits.ndim == 1 else 1
+    c = logits.shape[cdim]
+    logp = logits.log_softmax(cdim)
+    if not eps and not (isinstance(target, Tensor) and target.dtype.kind == "f"):
+        return nll_loss(logp, target, weight, ignore_index, reduction)  # the common case
+    w = _class_weight(weight, c, logits.dtype, op)
+    wshape = (c,) + (1,) * (logits.ndim - cdim - 1)
+    if isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == logits.shape:
+        t = target if target.dtype == logits.dtype else target.astype(logits.dtype)
+        if eps:
+            t = t * (1 - eps) + eps / c
+        terms = logp * t if w is None else logp * t * Tensor(w.reshape(wshape))
+        loss = -terms.sum(axis=cdim)
+        if reduction == "mean":
+            return loss.sum() * (1.0 / (logits.data.size // c) if logits.data.size else np.nan)
+        return loss.sum() if reduction == "sum" else loss
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if not eps:
+        return nll
+    _jit.host_read("cross_entropy with label_smoothing and class-index targets")
+    t = _labels(target, logits.shape, ignore_index, op)
+    counted = (t != ignore_index).reshape(logp.shape[:cdim] + logp.shape[cdim + 1 :])
+    terms = logp if w is None else logp * Tensor(w.reshape(wshape))
+    smooth = where(Tensor(counted), -terms.sum(axis=cdim), 0.0)
+    if reduction == "mean":
+        denom = counted.sum() if w is None else w[t[t != ignore_index]].sum()
+        smooth = smooth.sum() * (1.0 / denom if denom else np.nan)
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return nll * (1 - eps) + smooth * (eps / c)
+
+
+def _pairwise(input, target, op):
+    """(input, target) for an elementwise loss: same shape, as PyTorch (which only warns
+    when they broadcast, a common silent bug)."""
+    _tensor(input, "input", op)
+    if not isinstance(target, Tensor):
+        target = Tensor(np.asarray(target, dtype=input.dtype))
+    if target.shape != input.shape:
+        raise ValueError(
+            f"{op}: expected target of the input's shape {input.shape} (got {target.shape})"
+        )
+    return input, target
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -138,8 +308,95 @@ def mse_loss(input, target, reduction="mean"):
     _tensor(input, "input", "mse_loss")
     _reduction(reduction, "mse_loss")
     diff = input - target
-    sq = diff * diff
-    return sq.mean() if reduction == "mean" else sq.sum() if reduction == "sum" else sq
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean (or sum, or none) of |input - target|, elementwise."""
+    _tensor(input, "input", "l1_loss")
+    _reduction(reduction, "l1_loss")
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-w (t log x + (1 - t) log(1 - x)) for probabilities x in [0, 1], each log clamped at
+    -100 as PyTorch."""
+    input, target = _pairwise(input, target, "binary_cross_entropy")
+    _reduction(reduction, "binary_cross_entropy")
+    x = input.data
+    if x.size and not (x.min() >= 0 and x.max() <= 1):
+        raise ValueError("binary_cross_entropy: expected input values between 0 and 1")
+    w = np.ones((), input.dtype) if weight is None else np.asarray(weight, dtype=input.dtype)
+    w = np.broadcast_to(w, input.shape)
+    t = target if target.dtype == input.dtype else target.astype(input.dtype)
+    return _reduce(ops.BinaryCrossEntropy.apply(input, t, Tensor(w)), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """binary_cross_entropy(sigmoid(input), target) from logits, stably:
+    -(pos_weight t log sigmoid(x) + (1 - t) log sigmoid(-x)), times weight. pos_weight
+    broadcasts against the last (class) dim."""
+    input, target = _pairwise(input, target, "binary_cross_entropy_with_logits")
+    _reduction(reduction, "binary_cross_entropy_with_logits")
+    target = target if target.dtype == input.dtype else target.astype(input.dtype)
+    pos = target if pos_weight is None else target * pos_weight
+    loss = -(pos * ops.LogSigmoid.apply(input) + (1 - target) * ops.LogSigmoid.apply(-input))
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """Pad the last len(pad) // 2 dims: pad = (left, right) for the last dim, then the one
+    before, ... as PyTorch. mode 'constant' (with value) pads any dims; 'reflect' (mirror
+    without the edge), 'replicate' (edge) and 'circular' (wrap) need pads that fit in the
+    dim (reflect: < size; circular: <= size), as PyTorch. Negative constant pads crop;
+    the other modes take pads >= 0 here."""
+    _tensor(x, "input", "pad")
+    low = None if mode == "constant" else 0  # constant pads < 0 crop, as PyTorch
+    pads = [
+        _integer(p, "pad", "pad", -(2**62) if low is None else 0)
+        for p in (pad if isinstance(pad, (tuple, list)) else [pad])
+    ]
+    if len(pads) % 2 or len(pads) // 2 > x.ndim:
+        raise ValueError(
+            f"pad: expected an even number of pads, at most 2 per dim of the {x.ndim}D input "
+            f"(got {len(pads)})"
+        )
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise ValueError(
+            f"pad: expected mode 'constant', 'reflect', 'replicate' or 'circular' (got {mode!r})"
+        )
+    width = [(0, 0)] * x.ndim
+    for i in range(len(pads) // 2):
+        width[x.ndim - 1 - i] = (pads[2 * i], pads[2 * i + 1])
+    if mode == "constant":
+        if any(a < 0 or b < 0 for a, b in width):
+            crop = tuple(slice(-min(a, 0), n + min(b, 0)) for (a, b), n in zip(width, x.shape))
+            if any(c.stop < c.start for c in crop):
+                raise ValueError(f"pad: expected negative pads that leave a size >= 0 (got {pads})")
+            x, width = x[crop], [(max(a, 0), max(b, 0)) for a, b in width]
+        return ops.Pad.apply(x, pad_width=tuple(width), value=_number(value, "value", "pad"))
+    out = x
+    for d, (a, b) in enumerate(width):
+        if a == 0 and b == 0:
+            continue
+        n = x.shape[d]
+        limit = n - 1 if mode == "reflect" else n if mode == "circular" else None
+        if n == 0 or (limit is not None and max(a, b) > limit):
+            raise ValueError(
+                f"pad: expected {mode} pads of dim {d} (size {n}) at most {limit} (got {(a, b)})"
+            )
+        i = np.arange(-a, n + b)
+        if mode == "reflect":
+            i = np.abs(i)
+            i = np.where(i > n - 1, 2 * (n - 1) - i, i)
+        elif mode == "replicate":
+            i = np.clip(i, 0, n - 1)
+        else:
+            i = np.mod(i, n)
+        out = ops.Take.apply(out, indices=i, axis=d)
+    return out
 
 
 # ---------------------------------------------------------------- layers
@@ -168,49 +425,171 @@ def linear(x, weight, bias=None):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation over (N, C, H, W) with weight (O, C, KH, KW) -> (N, O, OH, OW).
+    """2-D cross-correlation over (N, C, H, W) with weight (O, C / groups, KH, KW) ->
+    (N, O, OH, OW); padding is an int, a pair, 'valid' (0) or 'same' (stride 1; an odd total
+    pads one more at the bottom/right, as PyTorch).
 
-    Only dilation=1 and groups=1 are supported; anything else raises NotImplementedError.
+    Every case runs the compiled kernel: dilation > 1 convolves with the weight spread out
+    by zeros (exact; it costs the zeros' multiplies, about (d (k - 1) + 1)^2 / k^2 times the
+    work), and groups > 1 is one kernel call per group.
     """
-    if dilation not in (1, (1, 1)) or groups != 1:
-        raise NotImplementedError(
-            f"conv2d: expected dilation=1 and groups=1, the only ones supported "
-            f"(got dilation={dilation!r}, groups={groups!r})"
-        )
-    _tensor(x, "input", "conv2d")
-    _tensor(weight, "weight", "conv2d")
-    _dims(x, (4,), "conv2d", " (N, C, H, W)")
+    op = "conv2d"
+    _tensor(x, "input", op)
+    _tensor(weight, "weight", op)
+    _dims(x, (4,), op, " (N, C, H, W)")
     if weight.ndim != 4:
         raise ValueError(f"conv2d: expected 4D weight (O, C, KH, KW) (got shape {weight.shape})")
-    if x.shape[1] != weight.shape[1]:
+    groups = _integer(groups, "groups", op, 1)
+    if x.shape[1] != weight.shape[1] * groups:
+        per = f" ({groups} groups)" if groups > 1 else ""
         raise ValueError(
-            f"conv2d: expected input with {weight.shape[1]} channels, as weight {weight.shape} "
-            f"(got {x.shape[1]} channels)"
+            f"conv2d: expected input with {weight.shape[1] * groups} channels, as weight "
+            f"{weight.shape}{per} (got {x.shape[1]} channels)"
         )
-    stride = _pair(stride, "stride", "conv2d", 1)
-    padding = _pair(padding, "padding", "conv2d", 0)
-    _window("conv2d", x, weight.shape[2:], stride, padding)
+    if weight.shape[0] % groups:
+        raise ValueError(
+            f"conv2d: expected out channels divisible by groups={groups} (got weight "
+            f"{weight.shape})"
+        )
+    stride = _pair(stride, "stride", op, 1)
+    dilation = _pair(dilation, "dilation", op, 1)
+    k = tuple(d * (s - 1) + 1 for d, s in zip(dilation, weight.shape[2:]))  # dilated size
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"conv2d: padding='same' expects stride 1 (got stride {stride})")
+        extra = [(s - 1) % 2 for s in k]
+        if any(extra):  # the odd one out goes at the end, as PyTorch
+            x = pad(x, (0, extra[1], 0, extra[0]))
+        padding = ((k[0] - 1) // 2, (k[1] - 1) // 2)
+    else:
+        if isinstance(padding, str):
+            raise ValueError(f"conv2d: expected padding 'valid', 'same' or ints (got {padding!r})")
+        padding = _pair(padding, "padding", op, 0)
+    _window(op, x, k, stride, padding)
+    if bias is not None:
+        _tensor(bias, "bias", op)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"conv2d: expected bias of shape ({weight.shape[0]},) (got {bias.shape})"
+            )
+    if dilation != (1, 1):
+        weight = ops.Dilate.apply(weight, dilation=dilation)
+    if groups > 1:
+        xs, ws = x.chunk(groups, 1), weight.chunk(groups, 0)
+        bs = bias.chunk(groups, 0) if bias is not None else [None] * groups
+        return cat([conv2d(a, w, b, stride, padding) for a, w, b in zip(xs, ws, bs)], 1)
     if bias is None:
         return ops.Convolution.apply(*_promote(x, weight), stride=stride, padding=padding)
-    _tensor(bias, "bias", "conv2d")
-    if bias.shape != (weight.shape[0],):
-        raise ValueError(f"conv2d: expected bias of shape ({weight.shape[0]},) (got {bias.shape})")
     return ops.Convolution.apply(*_promote(x, weight, bias), stride=stride, padding=padding)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size."""
-    _tensor(x, "input", "max_pool2d")
-    _dims(x, (4,), "max_pool2d", " (N, C, H, W)")
-    k = _pair(kernel_size, "kernel_size", "max_pool2d", 1)
-    stride = k if stride is None else _pair(stride, "stride", "max_pool2d", 1)
-    padding = _pair(padding, "padding", "max_pool2d", 0)
+def _pool_size(size, k, stride, padding, ceil_mode):
+    """PyTorch's pooling output size; with ceil_mode the last window must start inside the
+    input or its left padding."""
+    span = size + 2 * padding - k
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_args(op, x, kernel_size, stride, padding, ceil_mode):
+    _tensor(x, "input", op)
+    _dims(x, (4,), op, " (N, C, H, W)")
+    k = _pair(kernel_size, "kernel_size", op, 1)
+    stride = k if stride is None else _pair(stride, "stride", op, 1)
+    padding = _pair(padding, "padding", op, 0)
     if padding[0] > k[0] // 2 or padding[1] > k[1] // 2:
+        raise ValueError(f"{op}: expected padding at most half the kernel size {k} (got {padding})")
+    out = tuple(
+        _pool_size(n, kk, s, p, ceil_mode) for n, kk, s, p in zip(x.shape[2:], k, stride, padding)
+    )
+    if out[0] < 1 or out[1] < 1:
         raise ValueError(
-            f"max_pool2d: expected padding at most half the kernel size {k} (got {padding})"
+            f"{op}: expected a window {k} (stride {stride}, padding {padding}) that "
+            f"fits the input size {x.shape[2:]} (got output size {out})"
         )
-    _window("max_pool2d", x, k, stride, padding)
-    return ops.MaxPool2DWithIndices.apply(x, kernel_size=k, stride=stride, padding=padding)
+    return k, stride, padding, out
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, return_indices=False):
+    """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size.
+
+    Runs the compiled kernel; ceil_mode pads the bottom/right with -inf first. With
+    return_indices, also the int64 index h * W + w of each maximum in its (H, W) plane.
+    """
+    k, stride, padding, out = _pool_args("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
+    h, w = x.shape[2:]
+    extra = [
+        max((o - 1) * s + kk - 2 * p - n, 0)
+        for o, s, kk, p, n in zip(out, stride, k, padding, (h, w))
+    ]
+    xp = pad(x, (0, extra[1], 0, extra[0]), value=-np.inf) if any(extra) else x
+    found = [] if return_indices else None
+    y = ops.MaxPool2DWithIndices.apply(
+        xp, kernel_size=k, stride=stride, padding=padding, indices=found
+    )
+    if not return_indices:
+        return y
+    idx = found[0]
+    if extra[1]:  # flat indices of the padded plane -> of the input's plane
+        idx = idx // (w + extra[1]) * w + idx % (w + extra[1])
+    return y, Tensor._from_op(idx, None)
+
+
+def avg_pool2d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
+    """Mean over kernel_size windows of (N, C, H, W), with PyTorch's divisors: the window
+    size clipped to the padded input (count_include_pad=True) or the count of real elements
+    (False), or divisor_override. NumPy only (kh * kw strided adds; no compiled kernel)."""
+    op = "avg_pool2d"
+    k, stride, padding, out = _pool_args(op, x, kernel_size, stride, padding, ceil_mode)
+    if divisor_override is not None:
+        divisor_override = _integer(divisor_override, "divisor_override", op, 1)
+    return ops.AvgPool2d.apply(
+        x,
+        kernel_size=k,
+        stride=stride,
+        padding=padding,
+        out_size=out,
+        count_include_pad=bool(count_include_pad),
+        divisor_override=divisor_override,
+    )
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Mean over PyTorch's adaptive bins [floor(i H / OH), ceil((i + 1) H / OH)) of
+    (N, C, H, W) -> (N, C, OH, OW); an entry None keeps that size. Two matmuls with fixed
+    averaging matrices, so it runs the compiled matmul."""
+    op = "adaptive_avg_pool2d"
+    _tensor(x, "input", op)
+    _dims(x, (4,), op, " (N, C, H, W)")
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) != 2:
+        raise ValueError(f"{op}: expected an int or a pair output_size (got {output_size!r})")
+    sizes = [
+        n if o is None else _integer(o, "output_size", op, 1) for o, n in zip(sizes, x.shape[2:])
+    ]
+    rows, cols = (_bins(o, n, x.dtype) for o, n in zip(sizes, x.shape[2:]))
+    return Tensor(rows) @ (x @ Tensor(cols.T))
+
+
+def _bins(out, size, dtype):
+    """(out, size) matrix averaging PyTorch's adaptive bin i over its inputs."""
+    m = np.zeros((out, size), dtype)
+    for i in range(out):
+        a, b = (i * size) // out, -(-((i + 1) * size) // out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
 
 
 def dropout(x, p=0.5, training=True, generator=None):

@@ -12,6 +12,8 @@ A new op is one class here and one Tensor method (or ``functional`` function) th
 its arguments and calls ``Op.apply``.
 """
 
+import math
+
 import numpy as np
 
 from . import kernels
@@ -71,6 +73,74 @@ class Div(Function):
         return (
             unbroadcast(grad / self.b, self.a.shape) if need_a else None,
             unbroadcast(-grad * self.a / (self.b * self.b), self.b.shape) if need_b else None,
+        )
+
+
+class PowTensor(Function):
+    """a ** b elementwise, both tensors; as PyTorch, db is 0 where a == 0 and b >= 0
+    (0 * log 0) and da is 0 where b == 0."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = np.power(a, b)
+        return self.out
+
+    def backward(self, grad):
+        need_a, need_b = self.needs_input_grad
+        a, b = self.a, self.b
+        da = db = None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if need_a:
+                local = np.where(b == 0, 0, b * np.power(a, b - 1))
+                da = unbroadcast(grad * local, a.shape)
+            if need_b:
+                local = np.where((a == 0) & (b >= 0), 0, self.out * np.log(a))
+                db = unbroadcast(grad * local, b.shape)
+        return da, db
+
+
+class Maximum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.maximum(a, b)
+
+    def backward(self, grad):
+        return _pick_grads(self, grad, self.a > self.b)
+
+
+class Minimum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return np.minimum(a, b)
+
+    def backward(self, grad):
+        return _pick_grads(self, grad, self.a < self.b)
+
+
+def _pick_grads(op, grad, a_wins):
+    """Gradients of an elementwise max/min: to the winner, halved at ties (as PyTorch)."""
+    need_a, need_b = op.needs_input_grad
+    share = np.where(a_wins, 1.0, np.where(op.a == op.b, 0.5, 0.0)).astype(grad.dtype)
+    return (
+        unbroadcast(grad * share, op.a.shape) if need_a else None,
+        unbroadcast(grad * (1 - share), op.b.shape) if need_b else None,
+    )
+
+
+class Where(Function):
+    """condition ? a : b, all three broadcast; condition is a bool constant."""
+
+    def forward(self, condition, a, b):
+        self.condition, self.a_shape, self.b_shape = condition, a.shape, b.shape
+        return np.where(condition, a, b)
+
+    def backward(self, grad):
+        _, need_a, need_b = self.needs_input_grad
+        zero = grad.dtype.type(0)
+        return (
+            None,
+            unbroadcast(np.where(self.condition, grad, zero), self.a_shape) if need_a else None,
+            unbroadcast(np.where(self.condition, zero, grad), self.b_shape) if need_b else None,
         )
 
 
@@ -135,6 +205,47 @@ class Abs(Function):
         return (grad * self.sign,)
 
 
+class Log1p(Function):
+    def forward(self, x):
+        self.x = x
+        return np.log1p(x)
+
+    def backward(self, grad):
+        return (grad / (1 + self.x),)
+
+
+class LogSigmoid(Function):
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): never overflows."""
+
+    def forward(self, x):
+        self.x = x
+        return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+    def backward(self, grad):
+        with np.errstate(over="ignore"):
+            return (grad / (1 + np.exp(self.x)),)  # 1 - sigmoid(x) = sigmoid(-x)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; math.erf is exact to double
+
+
+class Erf(Function):
+    def forward(self, x):
+        self.x = x
+        return _erf(x).astype(x.dtype)
+
+    def backward(self, grad):
+        return (grad * (2 / math.sqrt(math.pi)) * np.exp(-self.x * self.x),)
+
+
+class Sign(Function):
+    def forward(self, x):
+        return np.sign(x)
+
+    def backward(self, grad):
+        return (np.zeros_like(grad),)  # piecewise constant, as PyTorch
+
+
 class Relu(Function):
     def forward(self, x):
         self.mask = x > 0
@@ -189,9 +300,11 @@ class Sum(Function):
 
 
 class Max(Function):
+    reduce = staticmethod(np.max)
+
     def forward(self, x, axis, keepdims):
         self.x, self.axis, self.keepdims = x, axis, keepdims
-        self.out = np.max(x, axis=axis, keepdims=True)
+        self.out = self.reduce(x, axis=axis, keepdims=True)
         return self.out if keepdims else np.squeeze(self.out, axis)
 
     def backward(self, grad):
@@ -199,6 +312,41 @@ class Max(Function):
         mask = self.x == self.out
         mask = mask / mask.sum(axis=self.axis, keepdims=True)
         return (_expand(grad, self.x.shape, self.axis, self.keepdims) * mask,)
+
+
+class Min(Max):
+    reduce = staticmethod(np.min)
+
+
+class Prod(Function):
+    """Product along one axis; backward from exclusive cumulative products on both sides,
+    so zeros in x need no division."""
+
+    def forward(self, x, axis):
+        self.x, self.axis = x, axis
+        return np.prod(x, axis=axis)
+
+    def backward(self, grad):
+        x = np.moveaxis(self.x, self.axis, -1)
+        ones = np.ones(x.shape[:-1] + (1,), x.dtype)
+        left = np.cumprod(np.concatenate([ones, x[..., :-1]], axis=-1), axis=-1)
+        right = np.cumprod(np.concatenate([ones, x[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        dx = np.expand_dims(grad, -1) * left * right
+        return (np.moveaxis(dx, -1, self.axis),)
+
+
+class Norm2(Function):
+    """sqrt(sum(x^2)); the gradient x / norm is 0 where the norm is 0, as PyTorch."""
+
+    def forward(self, x, axis, keepdims):
+        self.x, self.axis, self.keepdims = x, axis, keepdims
+        self.out = np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+        return self.out if keepdims else np.squeeze(self.out, axis)
+
+    def backward(self, grad):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            local = np.where(self.out == 0, 0, self.x / self.out)
+        return (_expand(grad, self.x.shape, self.axis, self.keepdims) * local,)
 
 
 # ================================================================ movement
@@ -220,6 +368,49 @@ class Permute(Function):
 
     def backward(self, grad):
         return (grad.transpose(self.inverse),)
+
+
+class Expand(Function):
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        return np.broadcast_to(x, shape)
+
+    def backward(self, grad):
+        return (unbroadcast(grad, self.in_shape),)
+
+
+class Flip(Function):
+    def forward(self, x, axes):
+        self.axes = axes
+        return np.flip(x, axes)
+
+    def backward(self, grad):
+        return (np.flip(grad, self.axes),)
+
+
+class Pad(Function):
+    """Constant padding: pad_width as np.pad's ((before, after), ...), one pair per dim."""
+
+    def forward(self, x, pad_width, value):
+        self.crop = tuple(slice(a, a + n) for (a, _), n in zip(pad_width, x.shape))
+        return np.pad(x, pad_width, constant_values=value)
+
+    def backward(self, grad):
+        return (grad[self.crop],)
+
+
+class Take(Function):
+    """x gathered along one axis at integer indices (reflect/replicate/circular padding)."""
+
+    def forward(self, x, indices, axis):
+        self.shape, self.indices, self.axis = x.shape, indices, axis
+        return np.take(x, indices, axis=axis)
+
+    def backward(self, grad):
+        dx = np.zeros(self.shape, grad.dtype)
+        g = np.moveaxis(grad, self.axis, 0)
+        np.add.at(np.moveaxis(dx, self.axis, 0), self.indices, g)
+        return (dx,)
 
 
 def _is_basic_index(index):
@@ -341,27 +532,62 @@ class LogSoftmax(Function):
 
 
 class NLLLoss(Function):
-    """Mean (or sum, or none) of -log_probs[i, target[i]] over the batch; the mean of an
-    empty batch is nan, as in PyTorch."""
+    """Sum (or weighted mean, or none) of -w[i] * log_probs[i, target[i]] over rows i of
+    (M, C); w[i] = class_weight[target[i]] (all ones when None), 0 where target[i] is
+    ignore_index.
+    The mean divides by sum(w), so an empty batch or all rows ignored give nan, as PyTorch."""
 
-    def forward(self, log_probs, target, reduction):
+    def forward(self, log_probs, target, class_weight, ignore_index, reduction):
+        # the ignored rows and the class weights are found here, on every call, so the op's
+        # place in the graph is the same for every batch (tg.jit replays it)
+        ignored = target == ignore_index
+        weights = None if class_weight is None else class_weight[np.where(ignored, 0, target)]
+        if ignored.any():
+            target = np.where(ignored, 0, target)
+            weights = (np.ones(len(target)) if weights is None else weights) * ~ignored
         self.shape, self.target, self.reduction = log_probs.shape, target, reduction
-        picked = -log_probs[np.arange(len(target)), target]
+        self.rows = np.arange(len(target))
+        picked = -log_probs[self.rows, target]
+        self.weights = weights = None if weights is None else weights.astype(picked.dtype)
+        if weights is not None:
+            picked = picked * weights
         if reduction == "none":
             return picked
-        total, n = picked.sum(), len(target)
+        total = picked.sum()
         if reduction == "sum":
             return total
-        return total / n if n else total * np.nan
+        self.denom = len(target) if weights is None else weights.sum()
+        return total / self.denom if self.denom else total * np.nan
 
     def backward(self, grad):
         n = len(self.target)
         dx = np.zeros(self.shape, dtype=grad.dtype)
         scale = grad if self.reduction == "none" else np.broadcast_to(grad, (n,))
-        if self.reduction == "mean":
-            scale = scale / n
-        dx[np.arange(n), self.target] = -scale
+        if self.reduction == "mean":  # all rows ignored: nan loss, zero gradient (PyTorch)
+            scale = scale / self.denom if self.denom else np.zeros_like(scale)
+        if self.weights is not None:
+            scale = scale * self.weights
+        dx[self.rows, self.target] = -scale
         return (dx,)
+
+
+class BinaryCrossEntropy(Function):
+    """-w (t log x + (1 - t) log(1 - x)) elementwise, each log clamped at -100 as PyTorch;
+    dx = w (x - t) / max(x (1 - x), 1e-12) and dt = -w (log x - log(1 - x)), as PyTorch."""
+
+    def forward(self, x, t, w):
+        self.x, self.t, self.w = x, t, w
+        with np.errstate(divide="ignore"):
+            self.log_x = np.maximum(np.log(x), -100)
+            self.log_1mx = np.maximum(np.log1p(-x), -100)
+        return -w * (t * self.log_x + (1 - t) * self.log_1mx)
+
+    def backward(self, grad):
+        need_x, need_t, _ = self.needs_input_grad
+        x, gw = self.x, grad * self.w
+        dx = gw * (x - self.t) / np.maximum(x * (1 - x), 1e-12) if need_x else None
+        dt = -gw * (self.log_x - self.log_1mx) if need_t else None
+        return dx, dt, None
 
 
 # ================================================================ convolution and pooling
@@ -390,15 +616,81 @@ class Convolution(Function):
 class MaxPool2DWithIndices(Function):
     """F.max_pool2d's op; keeps the argmax of each window for backward."""
 
-    def forward(self, x, kernel_size, stride, padding):
+    def forward(self, x, kernel_size, stride, padding, indices=None):
         self.in_shape = x.shape
         out, self.argmax = kernels.max_pool2d_forward(x, kernel_size, stride, padding)
+        if indices is not None:  # return_indices: the caller's list receives the argmax
+            indices.append(self.argmax)
         return out
 
     def backward(self, grad):
         return (
             kernels.max_pool2d_backward(np.ascontiguousarray(grad), self.argmax, self.in_shape),
         )
+
+
+class AvgPool2d(Function):
+    """F.avg_pool2d's op in NumPy: kh * kw strided adds into the output (zero padding),
+    divided per window as PyTorch (see F.avg_pool2d)."""
+
+    def forward(
+        self, x, kernel_size, stride, padding, out_size, count_include_pad, divisor_override
+    ):
+        (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel_size, stride, padding, out_size
+        h, w = x.shape[2:]
+        self.geometry = (x.shape, kernel_size, stride, padding, out_size)
+        # enough zero padding at the end for every window, clipped windows included
+        eh, ew = max((oh - 1) * sh + kh - h - ph, 0), max((ow - 1) * sw + kw - w - pw, 0)
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, eh), (pw, ew)))
+        out = np.zeros(x.shape[:2] + (oh, ow), x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                out += xp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw]
+        self.divisor = _window_divisor(
+            h, w, kernel_size, stride, padding, out_size, count_include_pad, divisor_override
+        ).astype(x.dtype)
+        return out / self.divisor
+
+    def backward(self, grad):
+        shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow) = self.geometry
+        h, w = shape[2:]
+        eh, ew = max((oh - 1) * sh + kh - h - ph, 0), max((ow - 1) * sw + kw - w - pw, 0)
+        dxp = np.zeros(shape[:2] + (h + ph + eh, w + pw + ew), grad.dtype)
+        g = grad / self.divisor
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] += g
+        return (dxp[:, :, ph : ph + h, pw : pw + w],)
+
+
+def _window_divisor(h, w, kernel_size, stride, padding, out_size, count_include_pad, override):
+    """(OH, OW) divisors of average pooling, PyTorch's rule: the window clipped to the
+    padded input (count_include_pad) or to the input itself (not)."""
+    if override is not None:
+        return np.full(out_size, float(override))
+    sizes = []
+    for n, k, s, p, o in zip((h, w), kernel_size, stride, padding, out_size):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, n + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, n)
+        sizes.append(end - start)
+    return np.outer(sizes[0], sizes[1]).astype(np.float64)
+
+
+class Dilate(Function):
+    """A (O, C, KH, KW) weight spread out by zeros to (O, C, d (KH - 1) + 1, ...): conv2d's
+    dilation, run by the ordinary kernel."""
+
+    def forward(self, w, dilation):
+        (dh, dw), (kh, kw) = dilation, w.shape[2:]
+        self.index = (slice(None), slice(None), slice(None, None, dh), slice(None, None, dw))
+        out = np.zeros(w.shape[:2] + (dh * (kh - 1) + 1, dw * (kw - 1) + 1), w.dtype)
+        out[self.index] = w
+        return out
+
+    def backward(self, grad):
+        return (np.ascontiguousarray(grad[self.index]),)
 
 
 # ================================================================ batch normalization

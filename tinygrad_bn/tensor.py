@@ -13,6 +13,11 @@ import warnings
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Data-only dtypes, as PyTorch's bool/uint8/int*: they hold masks, labels and indices and
+# never require a gradient.
+DATA_DTYPES = tuple(
+    np.dtype(d) for d in (np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64)
+)
 
 
 class _GradState(threading.local):
@@ -84,24 +89,40 @@ def get_rng(seed=None):
 
 
 def _to_array(data, dtype):
-    """NumPy array for Tensor(data): NumPy float arrays keep their dtype, the rest float32."""
+    """NumPy array for Tensor(data): NumPy arrays keep a float/int/bool dtype, Python
+    numbers and lists become float32 (the project's convention; PyTorch gives int64 for
+    lists of ints)."""
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:
         dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Tensor: expected dtype float32 or float64 (got {dtype})")
+        if dtype not in FLOAT_DTYPES and dtype not in DATA_DTYPES:
+            raise TypeError(
+                f"Tensor: expected dtype float32, float64, bool, uint8 or int8/16/32/64 "
+                f"(got {dtype})"
+            )
         return np.asarray(data, dtype=dtype)
     arr = np.asarray(data)
-    if arr.dtype in FLOAT_DTYPES and isinstance(data, (np.ndarray, np.generic)):
-        return arr  # NumPy float data keeps its dtype; Python numbers and lists are float32
+    if isinstance(data, (np.ndarray, np.generic)):
+        if arr.dtype in FLOAT_DTYPES or arr.dtype in DATA_DTYPES:
+            return arr  # NumPy data keeps its dtype
+        if arr.dtype.kind in "iu":
+            return arr.astype(np.int64)
     if arr.dtype.kind in "biuf":
         return arr.astype(np.float32)
     raise TypeError(f"Tensor: expected numbers (bool, int or float) (got dtype {arr.dtype})")
 
 
+def _check_grad_dtype(dtype, op):
+    if dtype.kind != "f":
+        raise RuntimeError(
+            f"{op}: only Tensors of floating point dtype can require gradients (got {dtype})"
+        )
+
+
 class Tensor:
-    """An n-dimensional float32/float64 array that can record how it was computed.
+    """An n-dimensional array that can record how it was computed: float32/float64, or
+    bool/int data (masks, labels, indices), which never requires a gradient.
 
     >>> x = Tensor([[1.0, 2.0]], requires_grad=True)
     >>> (x * x).sum().backward(); x.grad
@@ -113,6 +134,8 @@ class Tensor:
 
     def __init__(self, data, dtype=None, requires_grad=False):
         self.data = _to_array(data, dtype)
+        if requires_grad:
+            _check_grad_dtype(self.data.dtype, "Tensor")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
@@ -150,7 +173,8 @@ class Tensor:
 
     @staticmethod
     def from_numpy(array):
-        """A Tensor sharing memory with a float32/float64 array (other dtypes are copied)."""
+        """A Tensor sharing memory with the array if its dtype is one a Tensor holds
+        (float32/64, bool, uint8, int8-64); other integer dtypes are copied to int64."""
         return Tensor(array)
 
     # ------------------------------------------------------------ properties
@@ -210,21 +234,45 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._ctx is not None:
             raise RuntimeError("requires_grad_: expected a leaf tensor (got an op's output)")
+        if requires_grad:
+            _check_grad_dtype(self.data.dtype, "requires_grad_")
         self.requires_grad = bool(requires_grad)
         return self
 
     def astype(self, dtype):
-        """Cast to float32 or float64, differentiably."""
+        """Cast, differentiably between float32 and float64; a cast to bool or an integer
+        dtype is data only (no gradient), as in PyTorch."""
         dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"astype: expected float32 or float64 (got {dtype})")
-        return self if dtype == self.dtype else _ops.Cast.apply(self, dtype=dtype)
+        if dtype not in FLOAT_DTYPES and dtype not in DATA_DTYPES:
+            raise TypeError(
+                f"astype: expected float32, float64, bool, uint8 or int8/16/32/64 (got {dtype})"
+            )
+        if dtype == self.dtype:
+            return self
+        if dtype.kind != "f":
+            return Tensor._from_op(self.data.astype(dtype), None)
+        return _ops.Cast.apply(self, dtype=dtype)
+
+    def to(self, dtype):
+        return self.astype(dtype)
 
     def float(self):
         return self.astype(np.float32)
 
     def double(self):
         return self.astype(np.float64)
+
+    def long(self):
+        return self.astype(np.int64)
+
+    def int(self):
+        return self.astype(np.int32)
+
+    def bool(self):
+        return self.astype(np.bool_)
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
 
     def zero_grad(self):
         self.grad = None
@@ -313,10 +361,10 @@ class Tensor:
         return _ops.Mul.apply(*_broadcasted("mul", other, self))
 
     def __truediv__(self, other):
-        return _ops.Div.apply(*_broadcasted("div", self, other))
+        return _ops.Div.apply(*_true_div_operands(*_broadcasted("div", self, other)))
 
     def __rtruediv__(self, other):
-        return _ops.Div.apply(*_broadcasted("div", other, self))
+        return _ops.Div.apply(*_true_div_operands(*_broadcasted("div", other, self)))
 
     def __neg__(self):
         return _ops.Neg.apply(self)
@@ -329,23 +377,184 @@ class Tensor:
         return other.matmul(t)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+        if isinstance(exponent, (Tensor, np.ndarray)):
+            return _ops.PowTensor.apply(*_broadcasted("pow", self, exponent))
+        if not np.isscalar(exponent) or np.asarray(exponent).dtype.kind not in "biuf":
             raise TypeError(
-                f"pow: expected a Python or NumPy scalar exponent (got {type(exponent).__name__})"
+                f"pow: expected a number, array or Tensor exponent (got {type(exponent).__name__})"
             )
-        return _ops.Pow.apply(self, exponent=float(exponent))
+        x = self
+        if x.dtype.kind != "f" and (exponent < 0 or float(exponent) != int(exponent)):
+            x = x.astype(np.float32)  # a fractional or negative power of an integer is float
+        return _ops.Pow.apply(x, exponent=float(exponent))
+
+    def __rpow__(self, base):
+        return _ops.PowTensor.apply(*_broadcasted("pow", base, self))
+
+    # method spellings of the operators, as PyTorch
+    def add(self, other, *, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, *, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def neg(self):
+        return -self
 
     def pow(self, exponent):
         return self**exponent
 
+    # ------------------------------------------------------------ comparisons
+    # Data only (bool results, no gradient), as in PyTorch. Tensors still hash by identity:
+    # the graph and the optimizers key dicts and sets by Tensor.
+    __hash__ = object.__hash__
+
+    def _compare(self, other, ufunc, op):
+        if not isinstance(other, Tensor) and np.asarray(other).dtype.kind not in "biuf":
+            return NotImplemented  # t == None or t == "a" is False, as in PyTorch
+        a, b = _broadcasted(op, self, other)
+        return Tensor._from_op(ufunc(a.data, b.data), None)
+
+    def __eq__(self, other):
+        return self._compare(other, np.equal, "eq")
+
+    def __ne__(self, other):
+        return self._compare(other, np.not_equal, "ne")
+
+    def __lt__(self, other):
+        return self._compare(other, np.less, "lt")
+
+    def __le__(self, other):
+        return self._compare(other, np.less_equal, "le")
+
+    def __gt__(self, other):
+        return self._compare(other, np.greater, "gt")
+
+    def __ge__(self, other):
+        return self._compare(other, np.greater_equal, "ge")
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    def __invert__(self):
+        if self.dtype.kind not in "biu":
+            raise TypeError(f"invert: expected a bool or integer tensor (got {self.dtype})")
+        return Tensor._from_op(~self.data, None)
+
+    def logical_not(self):
+        return Tensor._from_op(np.logical_not(self.data), None)
+
+    def __and__(self, other):
+        return self._logical(other, np.bitwise_and, "and")
+
+    def __or__(self, other):
+        return self._logical(other, np.bitwise_or, "or")
+
+    def __xor__(self, other):
+        return self._logical(other, np.bitwise_xor, "xor")
+
+    def _logical(self, other, ufunc, op):
+        a, b = _broadcasted(op, self, other)
+        if a.dtype.kind not in "biu":
+            raise TypeError(f"{op}: expected bool or integer tensors (got {a.dtype})")
+        return Tensor._from_op(ufunc(a.data, b.data), None)
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"bool: expected a tensor with one element (got shape {self.shape}): "
+                f"the truth value of several values is ambiguous"
+            )
+        return bool(self.data.item())
+
+    def any(self):
+        return Tensor._from_op(np.any(self.data), None)
+
+    def all(self):
+        return Tensor._from_op(np.all(self.data), None)
+
+    # ------------------------------------------------------------ selection
+    def where(self, condition, other):
+        """self where condition is True, else other (x.where(c, y) == tg.where(c, x, y))."""
+        return where(condition, self, other)
+
+    def masked_fill(self, mask, value):
+        """self with `value` (a number or 0-d tensor) where the bool `mask` is True."""
+        mask = _mask(mask, "masked_fill")
+        if isinstance(value, Tensor):
+            if value.ndim:
+                raise ValueError(
+                    f"masked_fill: expected a number or a 0-d tensor value (got shape "
+                    f"{value.shape})"
+                )
+        elif not np.isscalar(value) or np.asarray(value).dtype.kind not in "biuf":
+            raise TypeError(f"masked_fill: expected a number value (got {type(value).__name__})")
+        else:
+            value = Tensor._from_op(np.asarray(value, dtype=self.dtype), None)
+        if _broadcast_shape(mask.shape, self.shape) != self.shape:
+            raise ValueError(
+                f"masked_fill: expected a mask that broadcasts to {self.shape} (got {mask.shape})"
+            )
+        return _ops.Where.apply(mask, value.astype(self.dtype), self)
+
+    def clamp(self, min=None, max=None):
+        """min(max(self, min), max); min and max are numbers or tensors (either may be None).
+
+        The gradient flows to self where min <= self <= max, as PyTorch; with min > max the
+        result is max.
+        """
+        if min is None and max is None:
+            raise ValueError("clamp: expected at least one of min and max (got neither)")
+        out = self
+        if min is not None:
+            out = where(out < min, min, out)
+        if max is not None:
+            out = where(out > max, max, out)
+        return out
+
+    def clip(self, min=None, max=None):
+        return self.clamp(min, max)
+
+    def maximum(self, other):
+        """Elementwise maximum; at ties each input gets half the gradient, as PyTorch."""
+        return _ops.Maximum.apply(*_broadcasted("maximum", self, other))
+
+    def minimum(self, other):
+        """Elementwise minimum; at ties each input gets half the gradient, as PyTorch."""
+        return _ops.Minimum.apply(*_broadcasted("minimum", self, other))
+
+    def sign(self):
+        return _ops.Sign.apply(self)
+
     def exp(self):
-        return _ops.Exp.apply(self)
+        return _ops.Exp.apply(_floating(self))
 
     def log(self):
-        return _ops.Log.apply(self)
+        return _ops.Log.apply(_floating(self))
 
     def sqrt(self):
-        return _ops.Pow.apply(self, exponent=0.5)
+        return _ops.Pow.apply(_floating(self), exponent=0.5)
 
     def abs(self):
         return _ops.Abs.apply(self)
@@ -354,10 +563,10 @@ class Tensor:
         return _ops.Relu.apply(self)
 
     def sigmoid(self):
-        return _ops.Sigmoid.apply(self)
+        return _ops.Sigmoid.apply(_floating(self))
 
     def tanh(self):
-        return _ops.Tanh.apply(self)
+        return _ops.Tanh.apply(_floating(self))
 
     def matmul(self, other):
         """self @ other with NumPy's rules: a 1-D operand becomes a matrix (a row on the
@@ -407,6 +616,34 @@ class Tensor:
         if self.data.size == 0 and _count(self.shape, axis) == 0:
             raise ValueError(f"max: expected to reduce non-empty dims (got shape {self.shape})")
         return _ops.Max.apply(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Minimum (values only, as max); the gradient is split evenly between ties."""
+        axis, keepdims = _reduce_args(self, axis, dim, keepdims, keepdim)
+        if self.data.size == 0 and _count(self.shape, axis) == 0:
+            raise ValueError(f"min: expected to reduce non-empty dims (got shape {self.shape})")
+        return _ops.Min.apply(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, dim=None, keepdim=False):
+        """int64 index of the first maximum along dim (of the flattened tensor if None)."""
+        return self._arg(np.argmax, "argmax", dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        """int64 index of the first minimum along dim (of the flattened tensor if None)."""
+        return self._arg(np.argmin, "argmin", dim, keepdim)
+
+    def _arg(self, fn, op, dim, keepdim):
+        if dim is None:
+            if self.data.size == 0:
+                raise ValueError(f"{op}: expected a non-empty tensor (got shape {self.shape})")
+            out = np.asarray(fn(self.data))
+            return Tensor._from_op(out.reshape((1,) * self.ndim) if keepdim else out, None)
+        ax = _axis(dim, self.ndim)
+        if self.ndim == 0:
+            return Tensor._from_op(np.zeros((), np.int64), None)
+        if self.shape[ax] == 0:
+            raise ValueError(f"{op}: expected a non-empty dim {dim} (got shape {self.shape})")
+        return Tensor._from_op(fn(self.data, axis=ax, keepdims=bool(keepdim)), None)
 
     def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1, ddof=None):
         """Variance; like PyTorch, unbiased by default (correction=1); ddof is an alias.
@@ -459,14 +696,144 @@ class Tensor:
         return self.permute(*order)
 
     def __getitem__(self, index):
-        index = _index_arg(index)
-        try:  # index a zero-stride stand-in: checks the index without touching the data
-            np.broadcast_to(np.empty((), np.bool_), self.shape)[index]
-        except IndexError as e:
-            raise IndexError(
-                f"index: expected an index valid for shape {self.shape} (got {index!r}: {e})"
-            ) from None
-        return _ops.GetItem.apply(self, index=index)
+        """Basic and advanced indexing with PyTorch's rules: an int Tensor (or array, or
+        list) indexes, a bool Tensor is a mask, a float Tensor is an IndexError; ints are
+        applied first, so x[0, :, [0, 1]] is x[0][:, [0, 1]] (NumPy would move the list's
+        dim to the front)."""
+        steps = _index_steps(_index_arg(index), self.ndim)
+        out = self
+        for step in steps:
+            try:  # index a zero-stride stand-in: checks the index without touching the data
+                np.broadcast_to(np.empty((), np.bool_), out.shape)[step]
+            except IndexError as e:
+                raise IndexError(
+                    f"index: expected an index valid for shape {self.shape} (got {index!r}: {e})"
+                ) from None
+            out = _ops.GetItem.apply(out, index=step)
+        return out
+
+    def unsqueeze(self, dim):
+        """A new size-1 dim at position dim (in [-ndim - 1, ndim])."""
+        d = _axis(dim, self.ndim + 1)
+        return self.reshape(*self.shape[:d], 1, *self.shape[d:])
+
+    def squeeze(self, dim=None):
+        """Drop size-1 dims (all of them, or those of dim, an int or a tuple); other
+        dims named are kept, as PyTorch."""
+        if dim is None:
+            drop = {i for i, s in enumerate(self.shape) if s == 1}
+        else:
+            dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+            drop = {
+                a
+                for a in (_axis(int(d), self.ndim) for d in dims)
+                if self.ndim and self.shape[a] == 1
+            }
+        return self.reshape(*(s for i, s in enumerate(self.shape) if i not in drop))
+
+    def expand(self, *sizes):
+        """A broadcast view of size-1 dims to `sizes` (-1 keeps a dim; new dims go first)."""
+        sizes = _shape_arg(sizes)
+        lead = len(sizes) - self.ndim
+        if lead < 0:
+            raise ValueError(
+                f"expand: expected at least {self.ndim} sizes (got {sizes} for shape {self.shape})"
+            )
+        shape = tuple(
+            s if s != -1 or i < lead else self.shape[i - lead] for i, s in enumerate(sizes)
+        )
+        if any(s < 0 for s in shape) or _broadcast_shape(self.shape, shape) != shape:
+            raise ValueError(f"expand: expected sizes {self.shape} can expand to (got {sizes})")
+        return _ops.Expand.apply(self, shape=shape)
+
+    def expand_as(self, other):
+        return self.expand(*other.shape)
+
+    def flip(self, *dims):
+        """Reverse the order of elements along dims."""
+        dims = _shape_arg(dims)
+        axes = tuple(sorted({_axis(d, self.ndim) for d in dims})) if self.ndim else ()
+        if len(axes) != len(dims) and self.ndim:
+            raise ValueError(f"flip: expected distinct dims (got {dims})")
+        return _ops.Flip.apply(self, axes=axes)
+
+    def split(self, split_size_or_sections, dim=0):
+        """Pieces along dim: of split_size each (the last may be smaller), or of the sizes
+        in a list, which must sum to the dim's size."""
+        d = _axis(dim, self.ndim)
+        n = self.shape[d] if self.ndim else 1
+        s = split_size_or_sections
+        if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+            if s <= 0 and not (s == 0 and n == 0):
+                raise ValueError(f"split: expected split_size > 0 (got {s})")
+            sizes = [min(s, n - i) for i in range(0, n, s)] if n else [0]
+        else:
+            sizes = [int(v) for v in s]
+            if sum(sizes) != n or any(v < 0 for v in sizes):
+                raise ValueError(
+                    f"split: expected sections that sum to the dim's size {n} (got {list(s)})"
+                )
+        lead = (slice(None),) * d
+        starts = np.cumsum([0] + sizes[:-1])
+        return tuple(self[lead + (slice(int(a), int(a) + v),)] for a, v in zip(starts, sizes))
+
+    def chunk(self, chunks, dim=0):
+        """At most `chunks` pieces of ceil(size / chunks) along dim, as PyTorch."""
+        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+            raise ValueError(f"chunk: expected chunks to be an integer >= 1 (got {chunks!r})")
+        n = self.shape[_axis(dim, self.ndim)] if self.ndim else 1
+        return self.split(max(-(-n // chunks), 1), dim)
+
+    # ------------------------------------------------------------ more reductions
+    def std(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1, ddof=None):
+        """Standard deviation: sqrt of var (same arguments, unbiased by default)."""
+        axes, keep = _reduce_args(self, axis, dim, keepdims, keepdim)
+        dof = _count(self.shape, axes) - (correction if ddof is None else ddof)
+        if dof <= 0:  # nan or inf, with var's warning
+            return self.var(
+                axis, keepdims, dim=dim, keepdim=keepdim, correction=correction, ddof=ddof
+            ).sqrt()
+        # the 2-norm of the centered values: its gradient is 0, not nan, where std is 0
+        axis, keepdims = axes, keep
+        centered = self - self.mean(axis=axis, keepdims=True)
+        return _ops.Norm2.apply(centered, axis=axis, keepdims=keepdims) * (1.0 / np.sqrt(dof))
+
+    def logsumexp(self, dim, keepdim=False):
+        """log(sum(exp(x))) along dim, shifted by the max (a constant) so exp never overflows."""
+        axis, keepdims = _reduce_args(self, None, dim, False, keepdim)
+        m = np.max(self.data, axis=axis, keepdims=True) if self.data.size else 0.0
+        m = np.where(np.isfinite(m), m, 0).astype(self.dtype)  # all -inf: the result is -inf
+        with np.errstate(divide="ignore"):
+            out = (self - m).exp().sum(axis=axis, keepdims=True).log() + m
+        return out if keepdims else out.reshape(*_reduced_shape(self.shape, axis))
+
+    def prod(self, dim=None, keepdim=False):
+        """Product over dim (all elements if None); the gradient is exact at zeros."""
+        axis, keepdims = _reduce_args(self, None, dim, False, keepdim)
+        if axis is not None and len(axis) == 0:
+            return self * 1
+        if axis is None:
+            out = _ops.Prod.apply(self.reshape(-1), axis=0)
+            return out.reshape(*(1,) * self.ndim) if keepdims else out
+        out = _ops.Prod.apply(self, axis=axis[0])
+        return out.unsqueeze(axis[0]) if keepdims else out
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        """Vector p-norm over dim (all elements if None): p = 'fro' or 2, 1, inf, -inf or any
+        other number > 0 (sum |x|^p)^(1/p). The 2-norm's gradient at 0 is 0, as PyTorch."""
+        axis, keepdims = _reduce_args(self, None, dim, False, keepdim)
+        if p in ("fro", 2):
+            return _ops.Norm2.apply(self, axis=axis, keepdims=keepdims)
+        a = self.abs()
+        if p == float("inf"):
+            return a.max(axis, keepdims)
+        if p == -float("inf"):
+            return a.min(axis, keepdims)
+        if p == 1:
+            return a.sum(axis, keepdims)
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not p > 0:
+            raise ValueError(f"norm: expected p 'fro', inf, -inf or a number > 0 (got {p!r})")
+        return (a ** float(p)).sum(axis, keepdims) ** (1.0 / p)
 
     # ------------------------------------------------------------ composites
     def softmax(self, axis=-1, *, dim=None):
@@ -502,15 +869,28 @@ def cat(tensors, dim=0, *, axis=None):
 # -------------------------------------------------------------------- helpers
 
 
+def _category(dtype):
+    """PyTorch's dtype categories: bool < integer < float."""
+    return {"b": 0, "i": 1, "u": 1, "f": 2}[dtype.kind]
+
+
+def _result_dtype(dtypes, ndims):
+    """PyTorch's rule for tensors: the highest category wins (an int tensor times a float
+    tensor is float); within it, 0-d tensors count only when no dimensioned one is there."""
+    top = max(_category(d) for d in dtypes)
+    cands = [(d, n) for d, n in zip(dtypes, ndims) if _category(d) == top]
+    sized = [d for d, n in cands if n] or [d for d, _ in cands]
+    return np.result_type(*sized)
+
+
 def _promote(*tensors):
-    """The tensors cast to one dtype, PyTorch's rule for tensors: float64 wins, but 0-d
-    tensors count only when every tensor is 0-d (x32 * Tensor(2.0, float64) stays float32).
+    """The tensors cast to one dtype, PyTorch's rule for tensors (see _result_dtype):
+    x32 * Tensor(2.0, float64) stays float32, int64 * float32 is float32.
     The one place dtypes are promoted: binary ops, matmul, cat, linear and conv2d use it."""
     first = tensors[0].data.dtype
     if all(t.data.dtype == first for t in tensors):
         return tensors
-    sized = [t.dtype for t in tensors if t.ndim] or [t.dtype for t in tensors]
-    dtype = np.result_type(*sized)
+    dtype = _result_dtype([t.dtype for t in tensors], [t.ndim for t in tensors])
     return tuple(t.astype(dtype) for t in tensors)
 
 
@@ -518,8 +898,9 @@ def _broadcasted(op, a, b):
     """(a, b), one of them a Tensor, as Tensors of one dtype whose shapes broadcast.
 
     The other operand's dtype counts as in PyTorch: a Python or NumPy scalar (or a list)
-    takes the tensor's dtype, so ``2 * x`` stays float32; an ndarray promotes as NumPy does
-    (float32 tensor + float64 array -> float64); a Tensor as in ``_promote``.
+    takes the tensor's dtype unless it is of a higher category (int tensor * 0.5 is
+    float32), so ``2 * x`` stays float32; an ndarray promotes as NumPy does (float32 tensor
+    + float64 array -> float64); a Tensor as in ``_promote``.
     """
     if not isinstance(b, Tensor):
         a, b = _with_operand(op, a, b)
@@ -537,6 +918,9 @@ def _broadcasted(op, a, b):
     return a, b
 
 
+_DEFAULT = {1: np.dtype(np.int64), 2: np.dtype(np.float32)}  # a scalar's dtype by category
+
+
 def _with_operand(op, t, x):
     """(t, x) for Tensor t and a non-Tensor operand x, as Tensors of one dtype."""
     arr = np.asarray(x)
@@ -544,10 +928,57 @@ def _with_operand(op, t, x):
         raise TypeError(f"{op}: expected a Tensor, array or number (got {type(x).__name__})")
     if isinstance(x, np.ndarray):
         dtype = np.promote_types(arr.dtype, t.dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: expected a float32 or float64 result (got {dtype})")
+        if dtype not in FLOAT_DTYPES and dtype not in DATA_DTYPES:
+            dtype = np.dtype(np.int64 if dtype.kind in "iu" else np.float64)
         t = t.astype(dtype)
+    elif _category(arr.dtype) > _category(t.dtype):
+        t = t.astype(_DEFAULT[_category(arr.dtype)])
     return t, Tensor._from_op(arr.astype(t.dtype, copy=False), None)
+
+
+def _floating(t):
+    """Float math on integer or bool data gives float32, as PyTorch."""
+    return t if t.data.dtype.kind == "f" else t.astype(np.float32)
+
+
+def _true_div_operands(a, b):
+    """/ of two integer or bool tensors is float32, as PyTorch's true division."""
+    if a.dtype.kind != "f":
+        return a.astype(np.float32), b.astype(np.float32)
+    return a, b
+
+
+def _broadcast_shape(*shapes):
+    """The broadcast shape, or None when the shapes do not broadcast."""
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        return None
+
+
+def _mask(mask, op):
+    if not isinstance(mask, Tensor):
+        mask = Tensor(np.asarray(mask))
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{op}: expected a bool mask (got dtype {mask.dtype})")
+    return mask
+
+
+def where(condition, input, other):
+    """input where the bool condition is True, else other; input and other are tensors or
+    numbers, all three broadcast. The gradient goes to the side each element came from."""
+    condition = _mask(condition, "where")
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        input = Tensor(input)
+    a, b = _broadcasted("where", input, other)
+    try:
+        np.broadcast_shapes(condition.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"where: expected shapes that broadcast (got condition {condition.shape}, "
+            f"{a.shape} and {b.shape})"
+        ) from None
+    return _ops.Where.apply(condition, a, b)
 
 
 def _fits(size, shape):
@@ -593,19 +1024,84 @@ def _reduce_args(t, axis, dim, keepdims, keepdim):
     return (axes if t.ndim else ()), keepdims
 
 
+def _reduced_shape(shape, axis):
+    return () if axis is None else tuple(s for i, s in enumerate(shape) if i not in axis)
+
+
+def stack(tensors, dim=0):
+    """Join tensors of one shape along a new dim (torch.stack)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty sequence of tensors (got an empty one)")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"stack: expected a sequence of Tensors (got a {type(t).__name__})")
+        if t.shape != tensors[0].shape:
+            raise ValueError(
+                f"stack: expected each tensor of shape {tensors[0].shape} (got {t.shape} "
+                f"for tensor {i})"
+            )
+    d = _axis(dim, tensors[0].ndim + 1)
+    return cat([t.unsqueeze(d) for t in tensors], dim=d)
+
+
 def _count(shape, axis):
     if axis is None:
         return int(np.prod(shape, dtype=np.int64))
     return int(np.prod([shape[a] for a in axis], dtype=np.int64))
 
 
+def _index_item(i):
+    """One index item as NumPy takes it: Tensors and lists become arrays; only integer
+    and bool ones may index, as PyTorch."""
+    if isinstance(i, (Tensor, list)):
+        arr = i.data if isinstance(i, Tensor) else np.asarray(i)
+        if arr.dtype.kind not in "biu" and not (isinstance(i, list) and arr.size == 0):
+            raise IndexError(
+                f"index: tensors used as indices must be long, int, byte or bool tensors "
+                f"(got dtype {arr.dtype})"
+            )
+        return arr.astype(np.int64) if arr.dtype.kind in "iu" or arr.size == 0 else arr
+    if isinstance(i, np.ndarray) and i.dtype.kind == "f":
+        raise IndexError(f"index: arrays used as indices must be integer or bool (got {i.dtype})")
+    return i
+
+
 def _index_arg(index):
-    """Tensors inside an index become integer arrays."""
-    if isinstance(index, Tensor):
-        return index.data.astype(np.int64)
-    if isinstance(index, tuple):
-        return tuple(i.data.astype(np.int64) if isinstance(i, Tensor) else i for i in index)
-    return index
+    """The index as a tuple of items NumPy takes (see _index_item)."""
+    items = index if isinstance(index, tuple) else (index,)
+    return tuple(_index_item(i) for i in items)
+
+
+def _is_int(i):
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
+def _index_steps(items, ndim):
+    """PyTorch applies ints before advanced indices: with both present, index in two steps,
+    first the ints (each other item a full slice), then the rest. NumPy's one-step rule
+    would count the ints as advanced indices and could move the result's dims."""
+    arrays = any(isinstance(i, np.ndarray) and i.ndim > 0 for i in items)
+    if not arrays or not any(_is_int(i) for i in items):
+        return [items]
+    consumed = sum(
+        i.ndim if isinstance(i, np.ndarray) and i.dtype == np.bool_ else 1
+        for i in items
+        if i is not None and i is not Ellipsis
+    )
+    full = []
+    for i in items:  # spell the Ellipsis out, so that both steps line up with the dims
+        if i is Ellipsis:
+            full.extend([slice(None)] * max(ndim - consumed, 0))
+        else:
+            full.append(i)
+    first = []
+    for i in full:
+        if i is None:
+            continue
+        width = i.ndim if isinstance(i, np.ndarray) and i.dtype == np.bool_ else 1
+        first.extend([i] if _is_int(i) else [slice(None)] * width)
+    return [tuple(first), tuple(i for i in full if not _is_int(i))]
 
 
 def _topological_order(root):
