@@ -42,7 +42,7 @@ from .normalization import (
     InstanceNorm3d,
     LayerNorm,
 )
-from .renorm import BatchRenorm1d, BatchRenorm2d  # noqa: F401 (Batch Renormalization)
+from .renorm import BatchRenorm1d, BatchRenorm2d
 
 __all__ = [
     "Module",
@@ -56,6 +56,8 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
+    "BatchRenorm1d",
+    "BatchRenorm2d",
     "LayerNorm",
     "GroupNorm",
     "InstanceNorm1d",
