@@ -8,9 +8,8 @@ from .. import functional as F
 from ..functional import _integer, _positive
 from ..jit import replayed
 from ..tensor import Tensor
-from . import init
-from .layers import _dtype
-from .module import Module, Parameter
+from .layers import _affine_parameters, _dtype, _reset_affine
+from .module import Module
 
 
 class _NormBase(Module):
@@ -47,15 +46,7 @@ class _NormBase(Module):
         self.track_running_stats = bool(track_running_stats)
         dt = _dtype(dtype, name)
         c = self.num_features
-        if self.affine:
-            self.weight = Parameter(np.ones(c, dtype=dt))
-            if bias:
-                self.bias = Parameter(np.zeros(c, dtype=dt))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, c, self.affine, bias, dt)
         if self.track_running_stats:
             self.register_buffer("running_mean", Tensor(np.zeros(c, dtype=dt)))
             self.register_buffer("running_var", Tensor(np.ones(c, dtype=dt)))
@@ -75,10 +66,7 @@ class _NormBase(Module):
     def reset_parameters(self):
         """Reset the running statistics, and gamma <- 1, beta <- 0."""
         self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self):
         return (

@@ -23,6 +23,28 @@ def _dtype(dtype, layer):
     return dt
 
 
+def _affine_parameters(module, shape, affine, bias, dtype):
+    """The learned scale and shift of a normalization layer: ``weight`` (ones) and ``bias``
+    (zeros) of `shape` when `affine` (bias only when `bias`), else registered as None."""
+    if affine:
+        module.weight = Parameter(np.ones(shape, dtype=dtype))
+        if bias:
+            module.bias = Parameter(np.zeros(shape, dtype=dtype))
+        else:
+            module.register_parameter("bias", None)
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
+def _reset_affine(module):
+    """weight <- 1, bias <- 0 for whichever of them the layer has."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 def _fan_in_bias_(bias, fan_in, rng):
     """PyTorch's default bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

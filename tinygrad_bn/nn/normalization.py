@@ -10,10 +10,9 @@ import numpy as np
 from .. import functional as F
 from ..functional import _integer
 from ..tensor import Tensor
-from . import init
 from .batchnorm import _NormBase
-from .layers import _dtype
-from .module import Module, Parameter
+from .layers import _affine_parameters, _dtype, _reset_affine
+from .module import Module
 
 
 def _eps(eps, name):
@@ -49,21 +48,10 @@ class LayerNorm(Module):
         self.eps = _eps(eps, "LayerNorm")
         self.elementwise_affine = bool(elementwise_affine)
         dt = _dtype(dtype, "LayerNorm")
-        if self.elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dt))
-            if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dt))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, self.normalized_shape, self.elementwise_affine, bias, dt)
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -96,21 +84,10 @@ class GroupNorm(Module):
         self.eps = _eps(eps, "GroupNorm")
         self.affine = bool(affine)
         dt = _dtype(dtype, "GroupNorm")
-        if self.affine:
-            self.weight = Parameter(np.ones(self.num_channels, dtype=dt))
-            if bias:
-                self.bias = Parameter(np.zeros(self.num_channels, dtype=dt))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, self.num_channels, self.affine, bias, dt)
 
     def reset_parameters(self):
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x):
         # without affine PyTorch accepts any channel count divisible by num_groups
