@@ -686,3 +686,25 @@ def test_conv1d_init_gradcheck_and_errors():
         nn.Conv1d(3, 2, 3, stride=2, padding="same")
     with pytest.raises(NotImplementedError, match="padding_mode"):
         nn.Conv1d(3, 2, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"dilation": 2},
+        {"groups": 2},
+        {"padding": "same", "dilation": (1, 2)},
+        {"padding": "valid", "stride": 2},
+    ],
+)
+def test_conv2d_module_options_match_torch(kw):
+    torch = pytest.importorskip("torch")
+    conv = nn.Conv2d(4, 6, 3, generator=0, dtype=np.float64, **kw)
+    ref = torch.nn.Conv2d(4, 6, 3, **kw).double()
+    ref.weight.data = torch.tensor(conv.weight.data)
+    ref.bias.data = torch.tensor(conv.bias.data)
+    x = np.random.default_rng(0).standard_normal((2, 4, 9, 8))
+    assert conv.weight.shape == tuple(ref.weight.shape)
+    np.testing.assert_allclose(
+        conv(tg.Tensor(x)).data, ref(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12
+    )

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..functional import _integer, _pair, _probability
+from ..functional import _integer, _pair, _probability, _single
 from ..tensor import FLOAT_DTYPES, get_rng
 from . import init
 from .module import Module, Parameter
@@ -87,33 +87,59 @@ class Linear(Module):
         )
 
 
-class Conv2d(Module):
-    """2-D convolution (N, C_in, H, W) -> (N, C_out, OH, OW) with OH = (H + 2p - k) // s + 1.
+class _ConvNd(Module):
+    """What Conv1d and Conv2d share: PyTorch's constructor, parameters and initialization
+    (kaiming_uniform(a=sqrt(5)) weight (out_channels, in_channels / groups, *kernel_size),
+    bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels / groups * prod(k))."""
 
-    Weight (out_channels, in_channels, kh, kw); initialization as PyTorch (as Linear, with
-    fan_in = in_channels * kh * kw).
-    """
+    _dims = 0
 
     def __init__(
         self,
         in_channels,
         out_channels,
         kernel_size,
-        stride=1,
-        padding=0,
-        bias=True,
-        *,
-        generator=None,
-        dtype=np.float32,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias,
+        padding_mode,
+        generator,
+        dtype,
     ):
         super().__init__()
-        self.in_channels = _integer(in_channels, "in_channels", "Conv2d", 1)
-        self.out_channels = _integer(out_channels, "out_channels", "Conv2d", 1)
-        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2d", 1)
-        self.stride = _pair(stride, "stride", "Conv2d", 1)
-        self.padding = _pair(padding, "padding", "Conv2d", 0)
-        dt = _dtype(dtype, "Conv2d")
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        name, n = type(self).__name__, self._dims
+        self.in_channels = _integer(in_channels, "in_channels", name, 1)
+        self.out_channels = _integer(out_channels, "out_channels", name, 1)
+        self.groups = _integer(groups, "groups", name, 1)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{name}: expected in_channels ({in_channels}) and out_channels "
+                f"({out_channels}) divisible by groups (got groups={groups})"
+            )
+        self.kernel_size = _ntuple(kernel_size, "kernel_size", name, 1, n)
+        self.stride = _ntuple(stride, "stride", name, 1, n)
+        self.dilation = _ntuple(dilation, "dilation", name, 1, n)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(
+                    f"{name}: expected padding 'same', 'valid' or an int (got {padding!r})"
+                )
+            if padding == "same" and self.stride != (1,) * n:
+                raise ValueError(
+                    f"{name}: padding='same' is not supported for strided convolutions"
+                )
+            self.padding = padding
+        else:
+            self.padding = _ntuple(padding, "padding", name, 0, n)
+        if padding_mode != "zeros":
+            raise NotImplementedError(
+                f"{name}: only padding_mode='zeros' is supported (got {padding_mode!r})"
+            )
+        self.padding_mode = padding_mode
+        dt = _dtype(dtype, name)
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = Parameter(np.empty(shape, dtype=dt))
         if bias:
             self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
@@ -125,31 +151,39 @@ class Conv2d(Module):
         rng = get_rng(generator)
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=rng)
         if self.bias is not None:
-            fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+            fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
             _fan_in_bias_(self.bias, fan_in, rng)
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
-
     def extra_repr(self):
+        n = self._dims
         s = (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}"
         )
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+        if self.padding != (0,) * n:
+            s += f", padding={self.padding}"  # PyTorch prints padding=same, unquoted
+        if self.dilation != (1,) * n:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
         return s
 
 
-class Conv1d(Module):
-    """1-D convolution (N, C_in, L) -> (N, C_out, OL), OL = (L + 2p - d(k-1) - 1) // s + 1,
-    with PyTorch's signature and initialization (as Conv2d, fan_in = C_in/groups * k).
+def _ntuple(value, name, op, minimum, n):
+    """An n-tuple of ints >= minimum from an int or a sequence of n ints."""
+    return _pair(value, name, op, minimum) if n == 2 else (_single(value, name, op, minimum),)
 
-    Runs as conv2d on a height-1 image. Only padding_mode='zeros'; dilation and groups
-    other than 1 reach conv2d, which raises NotImplementedError where it lacks them.
+
+class Conv2d(_ConvNd):
+    """2-D convolution (N, C_in, H, W) -> (N, C_out, OH, OW) with
+    OH = (H + 2p - d(k - 1) - 1) // s + 1, PyTorch's signature and initialization.
+
+    Only padding_mode='zeros'. See F.conv2d for which cases run compiled.
     """
+
+    _dims = 2
 
     def __init__(
         self,
@@ -166,74 +200,51 @@ class Conv1d(Module):
         generator=None,
         dtype=np.float32,
     ):
-        super().__init__()
-        self.in_channels = _integer(in_channels, "in_channels", "Conv1d", 1)
-        self.out_channels = _integer(out_channels, "out_channels", "Conv1d", 1)
-        self.groups = _integer(groups, "groups", "Conv1d", 1)
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
-                f"Conv1d: in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must be divisible by groups ({groups})"
-            )
-        self.kernel_size = (_single(kernel_size, "kernel_size", 1),)
-        self.stride = (_single(stride, "stride", 1),)
-        self.dilation = (_single(dilation, "dilation", 1),)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(
-                    f"Conv1d: padding must be 'same', 'valid' or an int (got {padding!r})"
-                )
-            if padding == "same" and self.stride != (1,):
-                raise ValueError("Conv1d: padding='same' is not supported for strided convolutions")
-            self.padding = padding
-        else:
-            self.padding = (_single(padding, "padding", 0),)
-        if padding_mode != "zeros":
-            raise NotImplementedError(
-                f"Conv1d: only padding_mode='zeros' is supported (got {padding_mode!r})"
-            )
-        self.padding_mode = padding_mode
-        dt = _dtype(dtype, "Conv1d")
-        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
-        self.weight = Parameter(np.empty(shape, dtype=dt))
-        if bias:
-            self.bias = Parameter(np.empty(self.out_channels, dtype=dt))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(generator)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, generator, dtype,
+        )  # fmt: skip
 
-    def reset_parameters(self, generator=None):
-        rng = get_rng(generator)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=rng)
-        if self.bias is not None:
-            fan_in = self.in_channels // self.groups * self.kernel_size[0]
-            _fan_in_bias_(self.bias, fan_in, rng)
+    def forward(self, x):
+        return F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+
+class Conv1d(_ConvNd):
+    """1-D convolution (N, C_in, L) -> (N, C_out, OL), OL = (L + 2p - d(k-1) - 1) // s + 1,
+    with PyTorch's signature and initialization.
+
+    Runs as conv2d on a height-1 image. Only padding_mode='zeros'.
+    """
+
+    _dims = 1
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        *,
+        generator=None,
+        dtype=np.float32,
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, generator, dtype,
+        )  # fmt: skip
 
     def forward(self, x):
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
         return F.conv1d(
             x, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups
         )
-
-    def extra_repr(self):
-        s = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0,):
-            s += f", padding={self.padding}"  # PyTorch prints padding=same, unquoted
-        if self.dilation != (1,):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
-
-
-def _single(value, name, minimum):
-    v = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
-    return _integer(v, name, "Conv1d", minimum)
 
 
 class Embedding(Module):
