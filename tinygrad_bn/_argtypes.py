@@ -18,7 +18,7 @@ def _number(text, convert, expected):
     try:
         return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected} (got {text!r})") from None
 
 
 def int_in_range(minimum, maximum=None):
@@ -32,7 +32,7 @@ def int_in_range(minimum, maximum=None):
     def parse(text):
         value = _number(text, int, expected)
         if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected} (got {value})")
         return value
 
     return parse
@@ -57,7 +57,7 @@ def thread_count(text):
 def positive_float(text):
     value = _number(text, float, "a number > 0")
     if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 (got {text})")
     return value
 
 
@@ -65,14 +65,14 @@ def fraction(text):
     """A type for numbers in [0, 1): dropout probabilities, momentum."""
     value = _number(text, float, "a number in [0, 1)")
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (got {text})")
     return value
 
 
 def existing_dir(text):
     """A type for a directory that must exist (an input folder)."""
     if not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"expected an existing directory, got {text}")
+        raise argparse.ArgumentTypeError(f"expected an existing directory (got {text})")
     return text
 
 
@@ -89,7 +89,7 @@ def new_file(text):
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"expected a file path, got the directory {text}")
     if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"expected a file in an existing folder, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a file in an existing folder (got {text})")
     if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"expected a writable folder, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a writable folder (got {text})")
     return text

@@ -66,7 +66,7 @@ class _BlockChannels(argparse.Action):
         if len(values) > MAX_BLOCKS:
             parser.error(
                 f"argument {option_string}: expected 1 to {MAX_BLOCKS} blocks (each halves "
-                f"the 28x28 image), got {len(values)}"
+                f"the 28x28 image) (got {len(values)})"
             )
         setattr(namespace, self.dest, values)
 

@@ -90,9 +90,9 @@ class JitFunction:
 
     def __init__(self, fn, cache_size=8):
         if not callable(fn):
-            raise TypeError(f"jit: expected a callable, got {type(fn).__name__}")
+            raise TypeError(f"jit: expected a callable (got {type(fn).__name__})")
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
-            raise ValueError(f"jit: cache_size must be an integer >= 1, got {cache_size!r}")
+            raise ValueError(f"jit: cache_size must be an integer >= 1 (got {cache_size!r})")
         functools.update_wrapper(self, fn)
         self.fn, self.cache_size = fn, cache_size
         self.plans = []  # [(signature, plan)]

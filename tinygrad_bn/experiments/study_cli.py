@@ -17,7 +17,7 @@ def _questions(text):
         qs = []
     if not qs or any(q not in (1, 2, 3, 4) for q in qs):
         raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of question numbers 1-4, got {text!r}"
+            f"expected a comma-separated list of question numbers 1-4 (got {text!r})"
         )
     return sorted(set(qs))
 
@@ -29,7 +29,7 @@ def _bounded(minimum, maximum):
         value = at_least(text)
         if value > maximum:
             raise argparse.ArgumentTypeError(
-                f"expected an integer from {minimum} to {maximum}, got {value}"
+                f"expected an integer from {minimum} to {maximum} (got {value})"
             )
         return value
 

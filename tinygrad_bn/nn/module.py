@@ -82,7 +82,7 @@ class Module:
 
     def _add_hook(self, name, hook, prepend, flags):
         if not callable(hook):
-            raise TypeError(f"{name[1:-1]}: hook must be callable, got {type(hook).__name__}")
+            raise TypeError(f"{name[1:-1]}: hook must be callable (got {type(hook).__name__})")
         hooks = self._hook_dict(name)
         handle = _hooks.RemovableHandle(hooks, self._hooks_changed)
         hooks[handle.id] = (hook, flags)
@@ -122,7 +122,7 @@ class Module:
                     if not (isinstance(result, tuple) and len(result) == 2):
                         raise RuntimeError(
                             "forward pre-hook with with_kwargs=True must return None or "
-                            f"a tuple of (new_args, new_kwargs), got {result!r}"
+                            f"a tuple of (new_args, new_kwargs) (got {result!r})"
                         )
                     args, kwargs = result
             else:

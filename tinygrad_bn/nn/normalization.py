@@ -17,7 +17,7 @@ from .module import Module
 
 def _eps(eps, name):
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise ValueError(f"{name}: eps must be a number >= 0, got {eps!r}")
+        raise ValueError(f"{name}: eps must be a number >= 0 (got {eps!r})")
     return float(eps)
 
 
@@ -143,7 +143,7 @@ class _InstanceNorm(_NormBase):
     def forward(self, x):
         name = type(self).__name__
         if not isinstance(x, Tensor):
-            raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name}: expected a Tensor (got {type(x).__name__})")
         nb = self._no_batch_dims
         if x.ndim not in (nb, nb + 1):
             raise ValueError(f"{name}: expected {nb}D or {nb + 1}D input (got {x.ndim}D input)")

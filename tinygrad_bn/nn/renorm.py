@@ -77,20 +77,20 @@ class _BatchRenorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, True, dtype=dtype)
         name = type(self).__name__
         if not isinstance(r_max, numbers.Real) or not 1.0 <= r_max < np.inf:
-            raise ValueError(f"{name}: r_max must be a finite number >= 1, got {r_max!r}")
+            raise ValueError(f"{name}: r_max must be a finite number >= 1 (got {r_max!r})")
         if not isinstance(d_max, numbers.Real) or not 0.0 <= d_max < np.inf:
-            raise ValueError(f"{name}: d_max must be a finite number >= 0, got {d_max!r}")
+            raise ValueError(f"{name}: d_max must be a finite number >= 0 (got {d_max!r})")
         for key, value in (
             ("warmup_steps", warmup_steps),
             ("r_max_steps", r_max_steps),
             ("d_max_steps", d_max_steps),
         ):
             if not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"{name}: {key} must be an integer >= 0, got {value!r}")
+                raise ValueError(f"{name}: {key} must be an integer >= 0 (got {value!r})")
         for key, value in (("r_max_steps", r_max_steps), ("d_max_steps", d_max_steps)):
             if value and value < warmup_steps:
                 raise ValueError(
-                    f"{name}: {key} must be 0 or >= warmup_steps ({warmup_steps}), got {value}"
+                    f"{name}: {key} must be 0 or >= warmup_steps ({warmup_steps}) (got {value})"
                 )
         self.r_max, self.d_max = float(r_max), float(d_max)
         self.warmup_steps = int(warmup_steps)

@@ -17,13 +17,13 @@ from .optimizer import Optimizer, _flag, _number
 
 def _optimizer(optimizer, op):
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"{op}: expected an Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(f"{op}: expected an Optimizer (got {type(optimizer).__name__})")
     return optimizer
 
 
 def _int(value, name, op, minimum):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{op}: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"{op}: {name} must be an integer >= {minimum} (got {value!r})")
     return int(value)
 
 
@@ -32,7 +32,7 @@ def _per_group(value, name, optimizer, op):
     n = len(optimizer.param_groups)
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"{op}: expected {n} values for {name}, got {len(value)}")
+            raise ValueError(f"{op}: expected {n} values for {name} (got {len(value)})")
         return [_number(v, name, op) for v in value]
     return [_number(value, name, op)] * n
 
@@ -115,7 +115,7 @@ class StepLR(LRScheduler):
             or not isinstance(step_size, numbers.Integral)
             or step_size < 1
         ):
-            raise ValueError(f"StepLR: step_size must be a positive integer, got {step_size!r}")
+            raise ValueError(f"StepLR: step_size must be a positive integer (got {step_size!r})")
         self.step_size = int(step_size)
         self.gamma = _number(gamma, "gamma", "StepLR")
         super().__init__(optimizer, last_epoch)
@@ -138,7 +138,7 @@ class MultiStepLR(LRScheduler):
             items = list(milestones)
         except TypeError:
             raise ValueError(
-                f"MultiStepLR: milestones must be a list of integers, got {milestones!r}"
+                f"MultiStepLR: milestones must be a list of integers (got {milestones!r})"
             ) from None
         self.milestones = Counter(_int(m, "each milestone", "MultiStepLR", 0) for m in items)
         self.gamma = _number(gamma, "gamma", "MultiStepLR")
@@ -267,7 +267,7 @@ class OneCycleLR(LRScheduler):
         pct = _number(pct_start, "pct_start", op, 0.0, 1.0)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(
-                f"{op}: anneal_strategy must be one of 'cos' or 'linear', got {anneal_strategy!r}"
+                f"{op}: anneal_strategy must be one of 'cos' or 'linear' (got {anneal_strategy!r})"
             )
         self.anneal_strategy = anneal_strategy
         div = _number(div_factor, "div_factor", op)
@@ -374,9 +374,11 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown = _int(cooldown, "cooldown", op, 0)
         self.eps = _number(eps, "eps", op)
         if mode not in ("min", "max"):
-            raise ValueError(f"{op}: mode must be 'min' or 'max', got {mode!r}")
+            raise ValueError(f"{op}: mode must be 'min' or 'max' (got {mode!r})")
         if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"{op}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+            raise ValueError(
+                f"{op}: threshold_mode must be 'rel' or 'abs' (got {threshold_mode!r})"
+            )
         self.mode, self.threshold_mode = mode, threshold_mode
         self.threshold = _number(threshold, "threshold", op)
         self.last_epoch = 0
@@ -493,7 +495,7 @@ class SequentialLR(_Composite):
         if len(milestones) != len(self._schedulers) - 1:
             raise ValueError(
                 f"{op}: expected {len(self._schedulers) - 1} milestones for "
-                f"{len(self._schedulers)} schedulers, got {len(milestones)}"
+                f"{len(self._schedulers)} schedulers (got {len(milestones)})"
             )
         self._milestones = milestones
         self.last_epoch = last_epoch + 1

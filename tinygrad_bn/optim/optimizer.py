@@ -20,23 +20,23 @@ from ..tensor import Tensor
 def _number(value, name, op, low=0.0, high=None, high_open=False):
     """Validate low <= value (< or <=) high; returns value as a float."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"{op}: invalid {name}: expected a number, got {value!r}")
+        raise ValueError(f"{op}: invalid {name}: expected a number (got {value!r})")
     too_high = high is not None and (value >= high if high_open else value > high)
     if value < low or too_high:
         bound = "" if high is None else (f" and < {high}" if high_open else f" and <= {high}")
-        raise ValueError(f"{op}: invalid {name}: expected >= {low}{bound}, got {value}")
+        raise ValueError(f"{op}: invalid {name}: expected >= {low}{bound} (got {value})")
     return float(value)
 
 
 def _flag(value, name, op):
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
+        raise TypeError(f"{op}: {name} must be a bool (got {value!r})")
     return bool(value)
 
 
 def _betas(betas, op):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{op}: betas must be a pair, got {betas!r}")
+        raise ValueError(f"{op}: betas must be a pair (got {betas!r})")
     return (
         _number(betas[0], "beta parameter at index 0", op, 0.0, 1.0, True),
         _number(betas[1], "beta parameter at index 1", op, 0.0, 1.0, True),
@@ -82,14 +82,14 @@ class Optimizer:
         """Add a dict {"params": ..., hyper-parameter overrides} to ``param_groups``."""
         if not isinstance(group, dict):
             raise TypeError(
-                f"{type(self).__name__}: param group must be a dict, got {type(group).__name__}"
+                f"{type(self).__name__}: param group must be a dict (got {type(group).__name__})"
             )
         params = group["params"]
         params = [params] if isinstance(params, Tensor) else list(params)
         for p in params:
             if not isinstance(p, Tensor):
                 raise TypeError(
-                    f"{type(self).__name__} can only optimize Tensors, got {type(p).__name__}"
+                    f"{type(self).__name__} can only optimize Tensors (got {type(p).__name__})"
                 )
             if not p.is_leaf:
                 raise ValueError(f"{type(self).__name__} can't optimize a non-leaf Tensor")
