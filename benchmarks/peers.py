@@ -347,13 +347,10 @@ def main(argv=None):
     p.add_argument("--skip", action="append", default=[], choices=IMPLS, help="leave one out")
     args = p.parse_args(argv)
 
-    from threadpoolctl import threadpool_limits
-
-    from tinygrad_bn import kernels
-    from tinygrad_bn.bench import cpu_model
+    from tinygrad_bn import bench, kernels
+    from tinygrad_bn.environment import cpu_model
 
     kernels.set_num_threads(1)
-    threadpool_limits(1)
     have, notes = _available()
     impls = [i for i in IMPLS if have.get(i) and i not in args.skip]
     print(f"peers.py | {cpu_model()} | 1 thread | load average {os.getloadavg()[0]:.1f}")
@@ -364,6 +361,8 @@ def main(argv=None):
     print(" | ".join(versions) + f" | {args.blocks} blocks x {args.calls} steps, medians")
     for note in notes:
         print("note: " + note)
+    if not bench._has_threadpoolctl():
+        print("note: threadpoolctl not installed: NumPy's BLAS keeps its own thread count")
     header = (
         f"{'case':<10} {'implementation':<14} {'ms/step':>9} {'vs tg jit':>10} {'first call':>11}"
     )
@@ -371,7 +370,8 @@ def main(argv=None):
     for name, case in CASES.items():
         if args.only not in name:
             continue
-        res = measure(case, impls, args.blocks, args.calls)
+        with bench._blas_threads(1):  # NumPy's BLAS at 1 thread too (with threadpoolctl)
+            res = measure(case, impls, args.blocks, args.calls)
         ref = res.get("tg jit", (None, None))[1]
         for impl, (first, median) in res.items():
             ratio = f"{median / ref:.2f}x" if ref else "n/a"

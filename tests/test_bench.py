@@ -115,3 +115,19 @@ def test_without_compiled_kernels_ours_is_reported_as_missing(monkeypatch):
     assert r["ratios"] == {"numpy/ours": None, "torch/ours": None}
     table = bench.format_table(bench.environment(1), [r])
     assert "n/a" in table.splitlines()[-1]
+
+
+def test_peers_smoke_run_prints_its_table():
+    """benchmarks/peers.py runs end to end (one block, one step; missing peers are skipped)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--only", "fig1", "--skip", "torch.compile",
+         "--blocks", "1", "--calls", "1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "tg jit" in out.stdout and "tg eager" in out.stdout
