@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import LAYOUTS, layout
 
 from tinygrad_bn import kernels as K
 from tinygrad_bn.kernels import reference as R
@@ -17,22 +18,6 @@ from tinygrad_bn.kernels import reference as R
 K.require_extension()  # a missing build fails this module instead of testing NumPy against itself
 
 DTYPES = st.sampled_from([np.float32, np.float64])
-LAYOUTS = st.sampled_from(["c", "step", "neg", "channels_last"])
-
-
-def layout(a, how):
-    """The values of the 4D array `a` in another memory layout."""
-    if how == "c":
-        return np.ascontiguousarray(a)
-    if how == "step":
-        big = np.zeros(a.shape[:2] + (2 * a.shape[2], 2 * a.shape[3]), a.dtype)
-        big[:, :, ::2, ::2] = a
-        return big[:, :, ::2, ::2]
-    if how == "neg":
-        return np.ascontiguousarray(a[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
-    if how == "channels_last":
-        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    raise ValueError(how)
 
 
 @st.composite
