@@ -2,6 +2,8 @@
 the backend(...) context manager (reentrant, per thread)."""
 
 import argparse
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -186,3 +188,48 @@ def test_set_backend_inside_a_block_changes_the_default_and_the_block():
         assert K.get_backend() == "numpy"
     finally:
         K.set_backend(start)
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+import tinygrad_bn.kernels as K
+
+def cycle():  # what a training step does: allocate and free the same few MiB of arrays
+    arrays = [np.ones(1 << 18, np.float32) for _ in range(4)]  # 4 x 1 MiB, written
+    del arrays
+
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    cycle()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, K.info()["malloc"])
+"""
+
+
+def _page_faults(env_extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.pop("GLIBC_TUNABLES", None)
+    env.update(env_extra)
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    faults, state = out.stdout.split(" ", 1)
+    return int(faults), state.strip()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="malloc tuning is glibc's (elsewhere the allocator is left alone)",
+)
+def test_malloc_tuned_at_import_so_a_repeated_step_maps_no_new_pages():
+    tuned, state = _page_faults({})
+    assert state.startswith("tuned"), state
+    default, state = _page_faults({"TINYGRAD_BN_MALLOC": "default"})
+    assert state.startswith("default"), state
+    # glibc's defaults give each 1 MiB array back to the OS and fault it in again: 256 page
+    # faults per array per cycle (80 x 256 = 20480); tuned, the memory is reused
+    assert default > 10000 and tuned < 100, (default, tuned)
+    _, state = _page_faults({"MALLOC_ARENA_MAX": "2"})
+    assert state.startswith("default (MALLOC_*"), state  # the user's own setting wins

@@ -89,6 +89,25 @@ def _warn_if_missing():
 
 
 _warn_if_missing()
+
+
+def _tune_malloc():
+    """Tune glibc's malloc for training steps (ext/_config.pyx tune_malloc says why), unless
+    TINYGRAD_BN_MALLOC=default or the user set glibc's own malloc variables."""
+    env = os.environ
+    if _CONFIG is None or env.get("TINYGRAD_BN_MALLOC") == "default":
+        return "default (TINYGRAD_BN_MALLOC=default)" if _CONFIG is not None else "default"
+    if any(k.startswith("MALLOC_") for k in env) or "malloc" in env.get("GLIBC_TUNABLES", ""):
+        return "default (MALLOC_* or GLIBC_TUNABLES set by the user)"
+    if not _CONFIG.tune_malloc():
+        return "default (not glibc)"
+    return (
+        f"tuned (mmap threshold {_CONFIG.MMAP_THRESHOLD >> 20} MiB, trim threshold "
+        f"{_CONFIG.TRIM_THRESHOLD >> 20} MiB)"
+    )
+
+
+_MALLOC = _tune_malloc()
 _backend = "cython" if _COMPILED else "numpy"  # the process-wide default (set_backend)
 # backend(...) blocks override it per thread (and per asyncio task): a context variable
 # restores by token, so nesting, recursion and two threads each get their own choice back
@@ -196,6 +215,7 @@ def info():
         "gemm_path": getattr(sys.modules.get("tinygrad_bn._ext.matmul"), "GEMM_PATH", None),
         "cpu_isa": list(getattr(sys.modules.get("tinygrad_bn._ext._cpu"), "cpu_isa", tuple)()),
         "numpy_fallback": [n for n in KERNELS if n not in _COMPILED],
+        "malloc": _MALLOC,
         "import_errors": dict(_IMPORT_ERRORS),
     }
 
