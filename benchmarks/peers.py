@@ -353,7 +353,10 @@ def main(argv=None):
     kernels.set_num_threads(1)
     have, notes = _available()
     impls = [i for i in IMPLS if have.get(i) and i not in args.skip]
-    print(f"peers.py | {cpu_model()} | 1 thread | load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"peers.py | {cpu_model()} | 1 thread | load average {os.getloadavg()[0]:.1f} | "
+        f"malloc {kernels.info()['malloc']}"
+    )
     versions = [f"numpy {np.__version__}"]
     for mod in ("torch", "jax"):
         if mod in sys.modules:

@@ -26,6 +26,7 @@ def test_info_fields():
         "compiler_flags",
         "compiled_kernels",
         "numpy_fallback",
+        "malloc",
         "import_errors",
     }
     assert info["backend"] in ("cython", "numpy")

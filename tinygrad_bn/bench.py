@@ -489,7 +489,8 @@ def format_table(env, results, quick=False):
         f"numpy {env['numpy']} (BLAS threads: OPENBLAS_NUM_THREADS="
         f"{env['openblas_num_threads'] or 'unset, all cores'}) | torch "
         f"{env['torch'] or 'not installed'} | python {env['python']}",
-        f"kernels on NumPy fallback: {', '.join(env['numpy_fallback']) or 'none'}",
+        f"kernels on NumPy fallback: {', '.join(env['numpy_fallback']) or 'none'} | "
+        f"malloc {env['malloc']}",
         "ratio = other time / our time (> 1: ours faster); times are medians in ms",
         "",
     ]

@@ -42,8 +42,8 @@ def environment(threads):
 
     Keys: tinygrad_bn, python, numpy, matplotlib, tqdm, torch (None when not installed),
     platform, cpu, cores, threads, backend, openmp, compiler_flags, gemm_path, cpu_isa (the
-    CPU's vector-ISA flags), numpy_fallback (the
-    kernels running on the NumPy reference), all from kernels.info() where it says them.
+    CPU's vector-ISA flags), numpy_fallback (the kernels running on the NumPy reference),
+    malloc (whether glibc's malloc is tuned), all from kernels.info() where it says them.
     """
     info = kernels.info()
     return {
@@ -60,4 +60,5 @@ def environment(threads):
         "gemm_path": info["gemm_path"],
         "cpu_isa": [f for f in info["cpu_isa"] if f in ("avx", "avx2", "fma", "avx512f")],
         "numpy_fallback": info["numpy_fallback"],
+        "malloc": info["malloc"],
     }
