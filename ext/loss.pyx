@@ -46,7 +46,7 @@ cdef int _reduction(str op, object reduction) except -1:
     raise ValueError(f"{op}: expected reduction 'mean', 'sum' or 'none' (got {reduction!r})")
 
 
-cdef int _setup(str op, CE* a, object x, object target, object weight, Py_ssize_t ignore) \
+cdef int _setup(str op, CE* a, object x, object target, object weight, object ignore_index) \
         except -1:
     """Check what memory safety needs (x (M, C), target M int64, weight (C,) or None) and the
     labels' range; fill a. Returns x's type number."""
@@ -65,6 +65,10 @@ cdef int _setup(str op, CE* a, object x, object target, object weight, Py_ssize_
         if weight.shape[0] != a.C:
             raise ValueError(f"{op}: weight: expected shape ({a.C},) (got {weight.shape})")
         a.w = cnp.PyArray_DATA(<cnp.ndarray> weight)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)) \
+            or not -2**63 <= ignore_index < 2**63:
+        raise ValueError(f"{op}: ignore_index: expected an int64 (got {ignore_index!r})")
+    cdef Py_ssize_t ignore = ignore_index
     a.ignore = ignore
     cdef cnp.int64_t lo = 0, hi = 0
     cdef bint any_counted = False
@@ -151,7 +155,7 @@ cdef void _backward(floating tag, const CE* a) noexcept nogil:
         dr[k] -= sc
 
 
-def cross_entropy_forward(logits, target, weight, Py_ssize_t ignore_index, reduction):
+def cross_entropy_forward(logits, target, weight, ignore_index, reduction):
     """(loss, prob, total_weight) of softmax cross-entropy over logits (M, C) with M int64
     class indices: loss[i] = w[t_i] (logsumexp(x_i) - x_i[t_i]), 0 where t_i is ignore_index,
     returned as is ("none", (M,)), summed ("sum", 0-d) or divided by total_weight, the sum of
@@ -197,7 +201,7 @@ def cross_entropy_forward(logits, target, weight, Py_ssize_t ignore_index, reduc
     return np.array(total, dtype=logits.dtype), prob, wsum
 
 
-def cross_entropy_backward(grad, prob, target, weight, Py_ssize_t ignore_index, reduction,
+def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction,
                            double total_weight):
     """dx (M, C) of cross_entropy_forward: scale_i * (prob_i - onehot(t_i)), scale_i =
     grad_i w[t_i] ("none": grad (M,)), grad w[t_i] ("sum": grad one value), grad w[t_i] /
