@@ -1,6 +1,7 @@
-"""The multi-tensor SGD step (ext/optim.pyx) against the NumPy reference and torch.optim.SGD,
-the door's fallback for arrays the kernel cannot take, and direct calls of the compiled
-function past the door (in a child process): bad arguments raise before anything changes."""
+"""The multi-tensor SGD and Adam steps (ext/optim.pyx) against the NumPy reference and
+torch.optim, the door's fallback for arrays the kernel cannot take, and direct calls of the
+compiled functions past the door (in a child process): bad arguments raise before anything
+changes."""
 
 import json
 import subprocess
@@ -146,17 +147,95 @@ def test_jit_replays_the_compiled_step_bit_identically():
         np.testing.assert_array_equal(a.data, b.data)
 
 
+@st.composite
+def adam_case(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shapes = draw(st.lists(st.sampled_from(SHAPES), min_size=0, max_size=4))
+    hyper = dict(
+        lr=draw(st.sampled_from([1e-3, 0.1])),
+        beta1=draw(st.sampled_from([0.9, 0.5])),
+        beta2=draw(st.sampled_from([0.999, 0.9])),
+        eps=draw(st.sampled_from([1e-8, 1e-3])),
+        weight_decay=draw(st.sampled_from([0.0, 0.05])),
+        amsgrad=draw(st.booleans()),
+        maximize=draw(st.booleans()),
+        decoupled_weight_decay=draw(st.booleans()),
+    )
+    return dtype, shapes, hyper, draw(st.integers(0, 2**16))
+
+
+def _run_adam(backend, dtype, shapes, hyper, seed, steps=3):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    m, v, vmax = ([np.zeros(s, dtype) for s in shapes] for _ in range(3))
+    with K.backend(backend):
+        for t in range(1, steps + 1):
+            grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+            K.adam_step(params, grads, m, v, vmax if hyper["amsgrad"] else None,
+                        [t] * len(shapes), **hyper)  # fmt: skip
+    return params + m + v + (vmax if hyper["amsgrad"] else [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=adam_case())
+def test_adam_kernel_matches_reference(case):
+    dtype, shapes, hyper, seed = case
+    got = _run_adam("cython", dtype, shapes, hyper, seed)
+    want = _run_adam("numpy", dtype, shapes, hyper, seed)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
+
+
+ADAM_OPTIONS = [
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.02, betas=(0.5, 0.99), eps=1e-6, weight_decay=0.05, maximize=True)),
+    ("Adam", dict(lr=0.02, weight_decay=0.05, amsgrad=True)),
+    ("AdamW", dict(lr=0.05, betas=(0.8, 0.9), weight_decay=0.3, amsgrad=True)),
+    ("AdamW", dict(lr=0.05, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kwargs", ADAM_OPTIONS)
+def test_adam_matches_torch_in_both_dtypes(dtype, name, kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    start = [rng.standard_normal(s).astype(dtype) for s in [(4, 3), (3,)]]
+    ours = [nn.Parameter(s.copy()) for s in start]
+    theirs = [torch.tensor(s.copy(), requires_grad=True) for s in start]
+    opt, topt = getattr(optim, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, **kwargs)
+    for step in range(6):
+        for i, (p, tp) in enumerate(zip(ours, theirs)):
+            if step == 2 and i == 1:  # a parameter without a gradient keeps its own step count
+                p.grad, tp.grad = None, None
+                continue
+            g = rng.standard_normal(p.shape).astype(dtype)
+            p.grad, tp.grad = tg.Tensor(g), torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for p, tp in zip(ours, theirs):
+        np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=rtol, atol=rtol)
+        assert opt.state[p]["step"] == int(topt.state[tp]["step"])
+
+
 # ---------------------------------------------------------------- direct calls
 
 
 def _cases():
-    """name -> a direct call of tinygrad_bn._ext.optim.sgd_step that must raise."""
+    """name -> a direct call of tinygrad_bn._ext.optim that must raise."""
     from tinygrad_bn._ext import optim as ext
 
     p, g = np.ones((3, 4), np.float32), np.ones((3, 4), np.float32)
 
     def sgd(params, grads, bufs=None, momentum=0.0):
         return ext.sgd_step(params, grads, bufs, 0.1, 0.0, momentum, 0.0, False, False)
+
+    def adam(params, grads, m, v, vmax, steps, amsgrad=False):
+        return ext.adam_step(
+            params, grads, m, v, vmax, steps, 0.1, 0.9, 0.99, 1e-8, 0.0, amsgrad, False, False
+        )
 
     return {
         "fewer grads": lambda: sgd([p, p], [g]),
@@ -175,6 +254,19 @@ def _cases():
         "buffer shape": lambda: sgd([p], [g], [np.ones(12, np.float32)], 0.9),
         "buffer dtype": lambda: sgd([p], [g], [np.ones((3, 4))], 0.9),
         "strided buffer": lambda: sgd([p], [g], [np.ones((3, 8), np.float32)[:, ::2]], 0.9),
+        "adam short state": lambda: adam([p, p], [g, g], [p], [p], None, [1, 1]),
+        "adam short steps": lambda: adam([p], [g], [p.copy()], [p.copy()], None, []),
+        "adam step 0": lambda: adam([p], [g], [p.copy()], [p.copy()], None, [0]),
+        "adam step float": lambda: adam([p], [g], [p.copy()], [p.copy()], None, [1.5]),
+        "adam state shape": lambda: adam(
+            [p], [g], [np.ones(12, np.float32)], [p.copy()], None, [1]
+        ),
+        "adam state dtype": lambda: adam([p], [g], [p.copy()], [np.ones((3, 4))], None, [1]),
+        "adam no max with amsgrad": lambda: adam([p], [g], [p.copy()], [p.copy()], None, [1], True),
+        "adam strided max": lambda: adam(
+            [p], [g], [p.copy()], [p.copy()], [np.ones((3, 8), np.float32)[:, ::2]], [1], True
+        ),
+        "adam grad shape": lambda: adam([p], [g[:1].copy()], [p.copy()], [p.copy()], None, [1]),
     }
 
 

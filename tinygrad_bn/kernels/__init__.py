@@ -37,6 +37,7 @@ KERNELS = (
     "cross_entropy_forward",
     "cross_entropy_backward",
     "sgd_step",
+    "adam_step",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
 _EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim")
@@ -488,6 +489,25 @@ def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction, 
 
 
 # ---------------------------------------------------------------- optimizers
+# One call per parameter group. The compiled kernels walk flat C-contiguous arrays of their
+# parameter's dtype; anything else (a broadcast gradient from Sum's backward, a strided
+# parameter, a float64 gradient of a float32 parameter) sends the whole group to the NumPy
+# reference, which updates in place just the same.
+
+
+def _plain_arrays(params, *lists):
+    """True when every array is a C-contiguous ndarray of its parameter's float dtype (None
+    entries, new momentum buffers, pass)."""
+    for k, p in enumerate(params):
+        if type(p) is not np.ndarray or p.dtype not in _FLOATS or not p.flags.c_contiguous:
+            return False
+        for lst in lists:
+            a = lst[k]
+            if a is not None and (
+                type(a) is not np.ndarray or a.dtype != p.dtype or not a.flags.c_contiguous
+            ):
+                return False
+    return True
 
 
 def sgd_step(
@@ -497,22 +517,8 @@ def sgd_step(
     with grads[i]; with momentum, momentum_buffers[i] (None on the first step: the kernel puts
     a new buffer there). One compiled call for the whole list when every array is
     C-contiguous and of its parameter's dtype; the NumPy reference otherwise."""
-    fast = _impl("sgd_step")
-    if fast is not reference.sgd_step:
-        for k, p in enumerate(params):
-            g = grads[k]
-            b = momentum_buffers[k] if momentum else None
-            if (
-                type(p) is not np.ndarray
-                or p.dtype not in _FLOATS
-                or not p.flags.c_contiguous
-                or type(g) is not np.ndarray
-                or g.dtype != p.dtype
-                or not g.flags.c_contiguous
-                or (b is not None and (b.dtype != p.dtype or not b.flags.c_contiguous))
-            ):
-                fast = reference.sgd_step
-                break
+    states = (grads, momentum_buffers) if momentum else (grads,)
+    fast = _impl("sgd_step") if _plain_arrays(params, *states) else reference.sgd_step
     return fast(
         params,
         grads,
@@ -523,4 +529,44 @@ def sgd_step(
         float(dampening),
         bool(nesterov),
         bool(maximize),
+    )
+
+
+def adam_step(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
+    """One Adam step (torch.optim.Adam's rule; AdamW's with decoupled_weight_decay) over lists
+    of arrays, in place; steps[i] is parameter i's step count after this step, and
+    max_exp_avg_sqs a list with amsgrad (else None). One compiled call for the whole list
+    when every array is plain (see _plain_arrays); the NumPy reference otherwise."""
+    states = (grads, exp_avgs, exp_avg_sqs) + ((max_exp_avg_sqs,) if amsgrad else ())
+    fast = _impl("adam_step") if _plain_arrays(params, *states) else reference.adam_step
+    return fast(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        [int(t) for t in steps],
+        float(lr),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(weight_decay),
+        bool(amsgrad),
+        bool(maximize),
+        bool(decoupled_weight_decay),
     )

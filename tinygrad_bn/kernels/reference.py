@@ -6,6 +6,8 @@ Shapes: batch norm takes x as (N, C) or (N, C, L) (a (N, C, H, W) map is passed 
 (N, C, H*W)); conv2d and max_pool2d take NCHW; stride and padding are (h, w) pairs.
 """
 
+import math
+
 import numpy as np
 
 # ---------------------------------------------------------------- matmul
@@ -253,3 +255,40 @@ def sgd_step(
                 b += (1 - dampening) * d
             d = d + momentum * b if nesterov else b
         p -= lr * d
+
+
+def adam_step(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
+    """One Adam / AdamW step over lists of arrays, in place (torch.optim.Adam's rule); steps[i]
+    is parameter i's step count after this step."""
+    for k, (p, g) in enumerate(zip(params, grads)):
+        d = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                d = d + weight_decay * p
+        m, v, t = exp_avgs[k], exp_avg_sqs[k], steps[k]
+        m *= beta1
+        m += (1 - beta1) * d
+        v *= beta2
+        v += (1 - beta2) * (d * d)
+        if amsgrad:
+            v = np.maximum(max_exp_avg_sqs[k], v, out=max_exp_avg_sqs[k])
+        denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
+        denom += eps
+        p -= (lr / (1 - beta1**t)) * (m / denom)

@@ -297,6 +297,7 @@ class Adam(Optimizer):
     decoupled (AdamW), p <- p (1 - lr weight_decay);  m <- b1 m + (1 - b1) g;
     v <- b2 v + (1 - b2) g^2;  with amsgrad v_max <- max(v_max, v) replaces v below;
     p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    A step updates every parameter of a group in one compiled call (kernels.adam_step).
     """
 
     def __init__(
@@ -334,18 +335,10 @@ class Adam(Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            eps, decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
-            decoupled = group["decoupled_weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = -p.grad.data if group["maximize"] else p.grad.data
-                if decay != 0:
-                    if decoupled:
-                        p.data *= 1 - lr * decay
-                    else:
-                        g = g + decay * p.data
+            amsgrad = group["amsgrad"]
+            params = [p for p in group["params"] if p.grad is not None]
+            states = []
+            for p in params:
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {
@@ -353,20 +346,25 @@ class Adam(Optimizer):
                         "exp_avg": np.zeros_like(p.data),
                         "exp_avg_sq": np.zeros_like(p.data),
                     }
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                if amsgrad and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = np.zeros_like(p.data)
                 state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * (g * g)
-                if amsgrad:
-                    v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
-                denom += eps
-                p.data -= (lr / (1 - beta1**t)) * (m / denom)
+                states.append(state)
+            kernels.adam_step(
+                [p.data for p in params],
+                [p.grad.data for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if amsgrad else None,
+                [s["step"] for s in states],
+                group["lr"],
+                *group["betas"],
+                group["eps"],
+                group["weight_decay"],
+                amsgrad,
+                group["maximize"],
+                group["decoupled_weight_decay"],
+            )
         return loss
 
 
