@@ -280,7 +280,8 @@ def cross_entropy(
     """Softmax cross-entropy of logits (C,), (N, C) or (N, C, d1, ...), with PyTorch's two
     kinds of target: integer class indices (the input's shape less the class dim), or class
     probabilities (the input's shape, float). weight, ignore_index (class indices only) and
-    label_smoothing (mixing the target with the uniform distribution) as PyTorch."""
+    label_smoothing (mixing the target with the uniform distribution) as PyTorch. Class indices
+    without label smoothing, the common case, run as one fused op (ops.CrossEntropy)."""
     op = "cross_entropy"
     _tensor(logits, "input", op)
     if logits.ndim < 1:
