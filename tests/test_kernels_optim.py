@@ -117,6 +117,33 @@ def test_door_falls_back_for_arrays_the_kernel_cannot_take():
         np.testing.assert_array_equal(bufs[0], g.astype(p.dtype))
 
 
+def test_door_runs_the_compiled_step_for_plain_arrays(monkeypatch):
+    from tinygrad_bn.kernels import reference
+
+    def no(*args):
+        raise AssertionError("the NumPy reference ran")
+
+    monkeypatch.setattr(reference, "sgd_step", no)
+    monkeypatch.setattr(reference, "adam_step", no)
+    p, g = [np.ones((3, 2), np.float32), np.ones(2)], [np.ones((3, 2), np.float32), np.ones(2)]
+    K.sgd_step(p, g, [None, None], 0.5, 0.0, 0.9, 0.0, False, False)
+    m, v, vmax = ([np.zeros_like(a) for a in p] for _ in range(3))
+    K.adam_step(p, g, m, v, vmax, [1, 1], 0.1, 0.9, 0.99, 1e-8, 0.0, True, False, False)
+    assert (p[0] < 0.5).all() and (p[1] < 0.5).all()
+
+
+def test_door_checks_the_lists_lengths():
+    p = [np.ones(3), np.ones(2)]
+    with pytest.raises(ValueError, match=r"sgd_step: expected one array per parameter, 2"):
+        K.sgd_step(p, [np.ones(3)], None, 0.1, 0.0, 0.0, 0.0, False, False)
+    with pytest.raises(ValueError, match=r"sgd_step: expected one array per parameter, 2"):
+        K.sgd_step(p, [np.ones(3), np.ones(2)], [None], 0.1, 0.0, 0.9, 0.0, False, False)
+    m = [np.zeros(3), np.zeros(2)]
+    with pytest.raises(ValueError, match=r"adam_step: steps: expected 2 counts"):
+        K.adam_step(p, p, m, m, None, [1], 0.1, 0.9, 0.99, 1e-8, 0.0, False, False, False)
+    assert (p[0] == 1).all() and (p[1] == 1).all()
+
+
 def test_an_error_updates_nothing():
     from tinygrad_bn._ext import optim as ext
 

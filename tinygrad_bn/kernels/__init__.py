@@ -495,17 +495,28 @@ def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction, 
 # reference, which updates in place just the same.
 
 
-def _plain_arrays(params, *lists):
-    """True when every array is a C-contiguous ndarray of its parameter's float dtype (None
-    entries, new momentum buffers, pass)."""
+def _plain_arrays(op, params, *lists):
+    """True when every array is an aligned C-contiguous ndarray of its parameter's float
+    dtype (None entries, new momentum buffers, pass); ValueError for a list of another length."""
+    for lst in lists:
+        if lst is None or len(lst) != len(params):
+            raise ValueError(
+                f"{op}: expected one array per parameter, {len(params)} (got {lst!r:.80})"
+            )
     for k, p in enumerate(params):
-        if type(p) is not np.ndarray or p.dtype not in _FLOATS or not p.flags.c_contiguous:
+        if type(p) is not np.ndarray or p.dtype not in _FLOATS:
+            return False
+        flags = p.flags
+        if not (flags.c_contiguous and flags.aligned):
             return False
         for lst in lists:
             a = lst[k]
-            if a is not None and (
-                type(a) is not np.ndarray or a.dtype != p.dtype or not a.flags.c_contiguous
-            ):
+            if a is None:
+                continue
+            if type(a) is not np.ndarray or a.dtype != p.dtype:
+                return False
+            flags = a.flags
+            if not (flags.c_contiguous and flags.aligned):
                 return False
     return True
 
@@ -518,7 +529,8 @@ def sgd_step(
     a new buffer there). One compiled call for the whole list when every array is
     C-contiguous and of its parameter's dtype; the NumPy reference otherwise."""
     states = (grads, momentum_buffers) if momentum else (grads,)
-    fast = _impl("sgd_step") if _plain_arrays(params, *states) else reference.sgd_step
+    plain = _plain_arrays("sgd_step", params, *states)
+    fast = _impl("sgd_step") if plain else reference.sgd_step
     return fast(
         params,
         grads,
@@ -553,7 +565,10 @@ def adam_step(
     max_exp_avg_sqs a list with amsgrad (else None). One compiled call for the whole list
     when every array is plain (see _plain_arrays); the NumPy reference otherwise."""
     states = (grads, exp_avgs, exp_avg_sqs) + ((max_exp_avg_sqs,) if amsgrad else ())
-    fast = _impl("adam_step") if _plain_arrays(params, *states) else reference.adam_step
+    if len(steps) != len(params):
+        raise ValueError(f"adam_step: steps: expected {len(params)} counts (got {len(steps)})")
+    plain = _plain_arrays("adam_step", params, *states)
+    fast = _impl("adam_step") if plain else reference.adam_step
     return fast(
         params,
         grads,
