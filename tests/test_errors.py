@@ -68,7 +68,7 @@ def test_conv_and_pool_errors():
 def test_loss_errors():
     logits = tg.ones(3, 4)
     with pytest.raises(
-        ValueError, match=r"nll_loss: expected target of shape \(3,\) \(got \(2,\)\)"
+        ValueError, match=r"cross_entropy: expected target of shape \(3,\) \(got \(2,\)\)"
     ):
         F.cross_entropy(logits, np.array([0, 1]))
     with pytest.raises(ValueError, match=r"expected target values in \[0, 4\) \(got \[0, 4\]\)"):
@@ -79,8 +79,12 @@ def test_loss_errors():
         ValueError, match=r"cross_entropy: expected input \(C,\), \(N, C\) or .* \(got 0D input\)"
     ):
         F.cross_entropy(tg.Tensor(1.0), np.array(0))
-    with pytest.raises(ValueError, match=r"nll_loss: expected target of shape \(\) \(got \(1,\)\)"):
+    with pytest.raises(
+        ValueError, match=r"cross_entropy: expected target of shape \(\) \(got \(1,\)\)"
+    ):
         F.cross_entropy(tg.ones(4), np.array([0]))
+    with pytest.raises(ValueError, match=r"nll_loss: expected target of shape \(3,\)"):
+        F.nll_loss(logits, np.array([0, 1]))
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(logits, np.array([0, 1, 2]), reduction="avg")
 

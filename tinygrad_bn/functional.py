@@ -182,13 +182,10 @@ def _class_last(x):
     return x.permute(0, *range(2, x.ndim), 1).reshape(-1, x.shape[1])
 
 
-@replayed  # a tg.jit replay checks and converts each call's labels again
-def _labels(target, input_shape, ignore_index, op):
-    """The integer class indices of the input's shape less its class dim, flattened; every
-    value but ignore_index must be a class. (NLLLoss masks the ignored ones, so the graph
-    does not depend on whether a batch has any: a tg.jit plan holds for every batch.)"""
+def _class_indices(target, input_shape, op):
+    """target as flat int64 class indices, after checking that it holds integers in the
+    input's shape less its class dim (TypeError, ValueError); the range is not checked."""
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
-    c = input_shape[0 if len(input_shape) == 1 else 1]
     want = () if len(input_shape) == 1 else (input_shape[0],) + tuple(input_shape[2:])
     if t.dtype.kind == "f":
         if not np.all(np.mod(t, 1) == 0):
@@ -199,7 +196,16 @@ def _labels(target, input_shape, ignore_index, op):
         raise TypeError(f"{op}: expected target of integer class indices (got dtype {t.dtype})")
     if t.shape != want:
         raise ValueError(f"{op}: expected target of shape {want} (got {t.shape})")
-    t = t.astype(np.int64).reshape(-1)
+    return t.astype(np.int64).reshape(-1)
+
+
+@replayed  # a tg.jit replay checks and converts each call's labels again
+def _labels(target, input_shape, ignore_index, op):
+    """The integer class indices of the input's shape less its class dim, flattened; every
+    value but ignore_index must be a class. (NLLLoss masks the ignored ones, so the graph
+    does not depend on whether a batch has any: a tg.jit plan holds for every batch.)"""
+    t = _class_indices(target, input_shape, op)
+    c = input_shape[0 if len(input_shape) == 1 else 1]
     if not t.size:
         return t
     lo, hi = t.min(), t.max()
@@ -213,6 +219,33 @@ def _labels(target, input_shape, ignore_index, op):
     return t
 
 
+@replayed  # a tg.jit replay converts each call's labels again (the kernel checks their range)
+def _converted_labels(target, input_shape, op):
+    return _class_indices(target, input_shape, op)
+
+
+def _own_labels(target, input_shape):
+    """target's own array when it is already the kernel's (native int64, C-contiguous, the
+    input's shape less its class dim), else None. Passed to the op as it is, it is an argument
+    of a tg.jit plan, read afresh on each replay: no host step, and the kernel's range check
+    is the only one."""
+    t = target.data if isinstance(target, Tensor) else target
+    if type(t) is not np.ndarray or t.dtype != np.int64 or not t.flags.c_contiguous:
+        return None
+    want = () if len(input_shape) == 1 else (input_shape[0],) + tuple(input_shape[2:])
+    return t if t.shape == want and t.flags.aligned else None
+
+
+def _ignore_index(ignore_index, op):
+    if (
+        isinstance(ignore_index, bool)
+        or not isinstance(ignore_index, (int, np.integer))
+        or not -(2**63) <= ignore_index < 2**63
+    ):
+        raise ValueError(f"{op}: expected ignore_index to be an integer (got {ignore_index!r})")
+    return int(ignore_index)
+
+
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of integer targets under log-probabilities (C,), (N, C) or
     (N, C, d1, ...) with target (), (N,) or (N, d1, ...).
@@ -224,8 +257,7 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     if log_probs.ndim < 1:
         raise ValueError("nll_loss: expected input (C,), (N, C) or (N, C, d1, ...) (got 0D input)")
     _reduction(reduction, "nll_loss")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise ValueError(f"nll_loss: expected ignore_index to be an integer (got {ignore_index!r})")
+    ignore_index = _ignore_index(ignore_index, "nll_loss")
     t = _labels(target, log_probs.shape, ignore_index, "nll_loss")
     c = log_probs.shape[0 if log_probs.ndim == 1 else 1]
     w = _class_weight(weight, c, log_probs.dtype, "nll_loss")
@@ -248,7 +280,8 @@ def cross_entropy(
     """Softmax cross-entropy of logits (C,), (N, C) or (N, C, d1, ...), with PyTorch's two
     kinds of target: integer class indices (the input's shape less the class dim), or class
     probabilities (the input's shape, float). weight, ignore_index (class indices only) and
-    label_smoothing (mixing the target with the uniform distribution) as PyTorch."""
+    label_smoothing (mixing the target with the uniform distribution) as PyTorch. Class indices
+    without label smoothing, the common case, run as one fused op (ops.CrossEntropy)."""
     op = "cross_entropy"
     _tensor(logits, "input", op)
     if logits.ndim < 1:
@@ -260,9 +293,23 @@ def cross_entropy(
             raise ValueError(f"{op}: expected label_smoothing between 0 and 1 (got {eps!r})")
     cdim = 0 if logits.ndim == 1 else 1
     c = logits.shape[cdim]
-    logp = logits.log_softmax(cdim)
     if not eps and not (isinstance(target, Tensor) and target.dtype.kind == "f"):
-        return nll_loss(logp, target, weight, ignore_index, reduction)  # the common case
+        # the common case: class indices, one fused op (ops.CrossEntropy)
+        ignore_index = _ignore_index(ignore_index, op)
+        t = _own_labels(target, logits.shape)
+        if t is None:
+            t = _converted_labels(target, logits.shape, op)
+        out = ops.CrossEntropy.apply(
+            _class_last(logits),
+            target=t,
+            class_weight=_class_weight(weight, c, logits.dtype, op),
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        if reduction == "none":
+            return out.reshape(*(() if cdim == 0 else (logits.shape[0],) + logits.shape[2:]))
+        return out
+    logp = logits.log_softmax(cdim)
     w = _class_weight(weight, c, logits.dtype, op)
     wshape = (c,) + (1,) * (logits.ndim - cdim - 1)
     if isinstance(target, Tensor) and target.dtype.kind == "f" and target.shape == logits.shape:

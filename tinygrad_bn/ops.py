@@ -571,6 +571,34 @@ class NLLLoss(Function):
         return (dx,)
 
 
+class CrossEntropy(Function):
+    """Softmax cross-entropy of (M, C) logits with M int64 class indices, fused: forward is
+    log-softmax and the loss in one pass (keeping the softmax), backward is (softmax -
+    onehot(target)) times each row's scale in one pass. w[i] = class_weight[target[i]] (1
+    when None), 0 where target[i] is ignore_index; the mean divides by sum(w): nan loss and
+    zero gradient when it is 0, as PyTorch. The kernels check the labels' range."""
+
+    def forward(self, logits, target, class_weight, ignore_index, reduction):
+        out, self.prob, self.total_weight = kernels.cross_entropy_forward(
+            logits, target, class_weight, ignore_index, reduction
+        )
+        self.target, self.weight, self.ignore_index = target, class_weight, ignore_index
+        self.reduction = reduction
+        return out
+
+    def backward(self, grad):
+        dx = kernels.cross_entropy_backward(
+            np.asarray(grad, dtype=self.prob.dtype),
+            self.prob,
+            self.target,
+            self.weight,
+            self.ignore_index,
+            self.reduction,
+            self.total_weight,
+        )
+        return (dx,)
+
+
 class BinaryCrossEntropy(Function):
     """-w (t log x + (1 - t) log(1 - x)) elementwise, each log clamped at -100 as PyTorch;
     dx = w (x - t) / max(x (1 - x), 1e-12) and dt = -w (log x - log(1 - x)), as PyTorch."""

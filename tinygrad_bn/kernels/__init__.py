@@ -34,9 +34,13 @@ KERNELS = (
     "batch_norm_forward_train",
     "batch_norm_backward",
     "batch_norm_forward_eval",
+    "cross_entropy_forward",
+    "cross_entropy_backward",
+    "sgd_step",
+    "adam_step",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
-_EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm")
+_EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim")
 
 
 def _load_extension():
@@ -441,4 +445,163 @@ def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
     )
     return _impl("batch_norm_forward_eval")(
         _c(x), _c(running_mean), _c(running_var), _c(weight), _c(bias), float(eps)
+    )
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+# The labels' range is checked by the kernels themselves (both backends, one pass over the
+# labels before any row is read): F.cross_entropy's fast path has no other check, so a tg.jit
+# replay pays no host step for it and still raises for a bad label in a later batch.
+
+
+def _check_ce(op, x, target, weight):
+    if weight is None:
+        _check_float(op, input=x)
+    else:
+        _check_float(op, input=x, weight=weight)
+        if weight.shape != (x.shape[1],):
+            raise ValueError(f"{op}: weight: expected shape ({x.shape[1]},) (got {weight.shape})")
+    _check_ndim(op, "input", x, (2,))
+    if type(target) is not np.ndarray or target.dtype != np.int64:
+        got = getattr(target, "dtype", type(target).__name__)
+        raise TypeError(f"{op}: target: expected native int64 class indices (got {got})")
+    if target.size != x.shape[0]:
+        raise ValueError(
+            f"{op}: target: expected {x.shape[0]} class indices (got shape {target.shape})"
+        )
+
+
+def _check_reduction(op, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: expected reduction 'mean', 'sum' or 'none' (got {reduction!r})")
+
+
+def cross_entropy_forward(logits, target, weight, ignore_index, reduction):
+    """(loss, prob, total_weight): softmax cross-entropy of logits (M, C) with M int64 class
+    indices (any shape), weight (C,) or None; loss (M,) for "none", else 0-d; prob = softmax
+    rows (kept for backward); total_weight = sum of w[target] over rows not ignore_index (the
+    "mean" divides by it). Raises ValueError for a target value outside [0, C)."""
+    _check_ce("cross_entropy", logits, target, weight)
+    _check_reduction("cross_entropy", reduction)
+    return _impl("cross_entropy_forward")(
+        _c(logits), _c(target), None if weight is None else _c(weight), ignore_index, reduction
+    )
+
+
+def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction, total_weight):
+    """dx (M, C) = scale_i (prob_i - onehot(target_i)) of cross_entropy_forward; grad is (M,)
+    for "none", else one value."""
+    op = "cross_entropy_backward"
+    _check_ce(op, prob, target, weight)
+    _check_float(op, grad=grad, prob=prob)
+    _check_reduction(op, reduction)
+    if grad.size != (prob.shape[0] if reduction == "none" else 1) or grad.ndim > 1:
+        raise ValueError(f"{op}: grad: expected the shape of the loss (got {grad.shape})")
+    return _impl(op)(
+        _c(grad),
+        _c(prob),
+        _c(target),
+        None if weight is None else _c(weight),
+        ignore_index,
+        reduction,
+        float(total_weight),
+    )
+
+
+# ---------------------------------------------------------------- optimizers
+# One call per parameter group. The compiled kernels walk flat C-contiguous arrays of their
+# parameter's dtype; anything else (a broadcast gradient from Sum's backward, a strided
+# parameter, a float64 gradient of a float32 parameter) sends the whole group to the NumPy
+# reference, which updates in place just the same.
+
+
+def _plain_arrays(op, params, *lists):
+    """True when every array is an aligned C-contiguous ndarray of its parameter's float
+    dtype (None entries, new momentum buffers, pass); ValueError for a list of another length."""
+    for lst in lists:
+        if lst is None or len(lst) != len(params):
+            raise ValueError(
+                f"{op}: expected one array per parameter, {len(params)} (got {lst!r:.80})"
+            )
+    for k, p in enumerate(params):
+        if type(p) is not np.ndarray or p.dtype not in _FLOATS:
+            return False
+        flags = p.flags
+        if not (flags.c_contiguous and flags.aligned):
+            return False
+        for lst in lists:
+            a = lst[k]
+            if a is None:
+                continue
+            if type(a) is not np.ndarray or a.dtype != p.dtype:
+                return False
+            flags = a.flags
+            if not (flags.c_contiguous and flags.aligned):
+                return False
+    return True
+
+
+def sgd_step(
+    params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize
+):
+    """One SGD step (torch.optim.SGD's rule) over lists of arrays, in place: params[i] updated
+    with grads[i]; with momentum, momentum_buffers[i] (None on the first step: the kernel puts
+    a new buffer there). One compiled call for the whole list when every array is
+    C-contiguous and of its parameter's dtype; the NumPy reference otherwise."""
+    states = (grads, momentum_buffers) if momentum else (grads,)
+    plain = _plain_arrays("sgd_step", params, *states)
+    fast = _impl("sgd_step") if plain else reference.sgd_step
+    return fast(
+        params,
+        grads,
+        momentum_buffers,
+        float(lr),
+        float(weight_decay),
+        float(momentum),
+        float(dampening),
+        bool(nesterov),
+        bool(maximize),
+    )
+
+
+def adam_step(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
+    """One Adam step (torch.optim.Adam's rule; AdamW's with decoupled_weight_decay) over lists
+    of arrays, in place; steps[i] is parameter i's step count after this step, and
+    max_exp_avg_sqs a list with amsgrad (else None). One compiled call for the whole list
+    when every array is plain (see _plain_arrays); the NumPy reference otherwise."""
+    states = (grads, exp_avgs, exp_avg_sqs) + ((max_exp_avg_sqs,) if amsgrad else ())
+    if len(steps) != len(params):
+        raise ValueError(f"adam_step: steps: expected {len(params)} counts (got {len(steps)})")
+    plain = _plain_arrays("adam_step", params, *states)
+    fast = _impl("adam_step") if plain else reference.adam_step
+    return fast(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        [int(t) for t in steps],
+        float(lr),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(weight_decay),
+        bool(amsgrad),
+        bool(maximize),
+        bool(decoupled_weight_decay),
     )

@@ -6,6 +6,8 @@ Shapes: batch norm takes x as (N, C) or (N, C, L) (a (N, C, H, W) map is passed 
 (N, C, H*W)); conv2d and max_pool2d take NCHW; stride and padding are (h, w) pairs.
 """
 
+import math
+
 import numpy as np
 
 # ---------------------------------------------------------------- matmul
@@ -169,3 +171,124 @@ def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
     scale = weight.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
     shift = bias - running_mean * scale
     return (x * scale.reshape(cshape) + shift.reshape(cshape)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- softmax cross-entropy
+
+
+def _checked_labels(op, target, c, ignore_index):
+    """target flat; raises the compiled kernel's error for a value outside [0, c)."""
+    t = target.reshape(-1)
+    counted = t[t != ignore_index]
+    if counted.size and (counted.min() < 0 or counted.max() >= c):
+        raise ValueError(
+            f"{op}: expected target values in [0, {c}) (got [{counted.min()}, {counted.max()}])"
+        )
+    return t
+
+
+def cross_entropy_forward(logits, target, weight, ignore_index, reduction):
+    """(loss, prob, total_weight): loss[i] = w[t_i] (logsumexp(x_i) - x_i[t_i]), 0 where t_i
+    is ignore_index; "none" (M,), "sum" or "mean" (divided by total_weight = the sum of w[t_i]
+    over counted rows; nan when 0) as a 0-d array; prob = softmax rows (M, C)."""
+    m, c = logits.shape
+    t = _checked_labels("cross_entropy", target, c, ignore_index)
+    counted = t != ignore_index
+    safe = np.where(counted, t, 0)
+    w = np.ones(m) if weight is None else weight[safe].astype(np.float64)
+    w = np.where(counted, w, 0.0)
+    if c == 0:
+        prob, losses = np.empty((m, 0), dtype=logits.dtype), np.zeros(m)
+    else:
+        x = logits.astype(np.float64)
+        shifted = x - x.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1)
+        prob = (e / s[:, None]).astype(logits.dtype)
+        losses = np.where(counted, w * (np.log(s) - shifted[np.arange(m), safe]), 0.0)
+    total_weight = float(w.sum())
+    if reduction == "none":
+        return losses.astype(logits.dtype), prob, total_weight
+    total = losses.sum()
+    if reduction == "mean":
+        total = total / total_weight if total_weight else np.nan
+    return np.array(total, dtype=logits.dtype), prob, total_weight
+
+
+def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction, total_weight):
+    """dx (M, C) = scale_i (prob_i - onehot(t_i)), scale_i = grad (grad_i for "none") *
+    w[t_i] (/ total_weight for "mean", 0 when it is 0); 0 for ignored rows."""
+    m, c = prob.shape
+    t = _checked_labels("cross_entropy_backward", target, c, ignore_index)
+    counted = t != ignore_index
+    safe = np.where(counted, t, 0)
+    scale = np.broadcast_to(grad.reshape(-1).astype(np.float64), (m,))
+    if reduction == "mean":
+        scale = scale / total_weight if total_weight else np.zeros(m)
+    if weight is not None:
+        scale = scale * weight[safe]
+    scale = np.where(counted, scale, 0.0)
+    dx = scale[:, None] * prob
+    if c:
+        dx[np.arange(m), safe] -= scale
+    return dx.astype(prob.dtype)
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+def sgd_step(
+    params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize
+):
+    """One SGD step over lists of arrays, in place (torch.optim.SGD's rule); a None in
+    momentum_buffers is replaced by a new buffer holding the first step's direction."""
+    for k, (p, g) in enumerate(zip(params, grads)):
+        d = -g if maximize else g
+        if weight_decay != 0:
+            d = d + weight_decay * p
+        if momentum != 0:
+            b = momentum_buffers[k]
+            if b is None:
+                b = momentum_buffers[k] = np.array(d, dtype=p.dtype)
+            else:
+                b *= momentum
+                b += (1 - dampening) * d
+            d = d + momentum * b if nesterov else b
+        p -= lr * d
+
+
+def adam_step(
+    params,
+    grads,
+    exp_avgs,
+    exp_avg_sqs,
+    max_exp_avg_sqs,
+    steps,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    amsgrad,
+    maximize,
+    decoupled_weight_decay,
+):
+    """One Adam / AdamW step over lists of arrays, in place (torch.optim.Adam's rule); steps[i]
+    is parameter i's step count after this step."""
+    for k, (p, g) in enumerate(zip(params, grads)):
+        d = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                d = d + weight_decay * p
+        m, v, t = exp_avgs[k], exp_avg_sqs[k], steps[k]
+        m *= beta1
+        m += (1 - beta1) * d
+        v *= beta2
+        v += (1 - beta2) * (d * d)
+        if amsgrad:
+            v = np.maximum(max_exp_avg_sqs[k], v, out=max_exp_avg_sqs[k])
+        denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
+        denom += eps
+        p -= (lr / (1 - beta1**t)) * (m / denom)

@@ -2,8 +2,8 @@
 
 Updates work on the parameters' NumPy arrays in place (``p.data``), so they record no
 graph and keep each parameter's identity and dtype. Update rules are PyTorch's documented
-ones. The plain-SGD path is one ``p.data -= lr * g`` per parameter: the paper's MLP calls
-``step()`` 50,000 times.
+ones. SGD updates a whole group in one compiled call (``kernels.sgd_step``): the paper's
+MLP calls ``step()`` 50,000 times.
 """
 
 import copy
@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .. import jit as _jit
+from .. import kernels
 from ..tensor import Tensor
 
 
@@ -220,12 +221,23 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, weight decay, Nesterov.
 
-    With g = grad + weight_decay * p:  b <- g on the first step, else
+    With g = (-grad if maximize else grad) + weight_decay * p:  b <- g on the first step, else
     b <- momentum * b + (1 - dampening) * g;  g <- g + momentum * b (nesterov) or b;
-    p <- p - lr * g.  (PyTorch's rule.)
+    p <- p - lr * g.  (PyTorch's rule.) A step updates every parameter of a group in one
+    compiled call (kernels.sgd_step, as torch's foreach optimizers).
     """
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(
+        self,
+        params,
+        lr,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        *,
+        maximize=False,
+    ):
         super().__init__(
             params,
             dict(
@@ -234,6 +246,7 @@ class SGD(Optimizer):
                 dampening=dampening,
                 weight_decay=weight_decay,
                 nesterov=nesterov,
+                maximize=maximize,
             ),
         )
 
@@ -243,6 +256,7 @@ class SGD(Optimizer):
         g["dampening"] = _number(g["dampening"], "dampening value", "SGD")
         g["weight_decay"] = _number(g["weight_decay"], "weight_decay value", "SGD")
         g["nesterov"] = _flag(g["nesterov"], "nesterov", "SGD")
+        g["maximize"] = _flag(g["maximize"], "maximize", "SGD")
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError(
                 "SGD: nesterov momentum requires a momentum > 0 and zero "
@@ -253,30 +267,26 @@ class SGD(Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
-            decay = group["weight_decay"]
-            if momentum == 0 and decay == 0:
-                for p in group["params"]:  # the hot path: no state, one update
-                    if p.grad is not None:
-                        p.data -= lr * p.grad.data
-                continue
-            dampening, nesterov = group["dampening"], group["nesterov"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.data
-                if decay != 0:
-                    g = g + decay * p.data
-                if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
-                    else:
-                        buf *= momentum
-                        buf += (1 - dampening) * g
-                    g = g + momentum * buf if nesterov else buf
-                p.data -= lr * g
+            params = [p for p in group["params"] if p.grad is not None]
+            momentum = group["momentum"]
+            bufs = None
+            if momentum != 0:
+                states = [self.state.setdefault(p, {}) for p in params]
+                bufs = [s.get("momentum_buffer") for s in states]
+            kernels.sgd_step(
+                [p.data for p in params],
+                [p.grad.data for p in params],
+                bufs,
+                group["lr"],
+                group["weight_decay"],
+                momentum,
+                group["dampening"],
+                group["nesterov"],
+                group["maximize"],
+            )
+            if bufs is not None:  # the first step's new buffers
+                for s, b in zip(states, bufs):
+                    s["momentum_buffer"] = b
         return loss
 
 
@@ -287,6 +297,7 @@ class Adam(Optimizer):
     decoupled (AdamW), p <- p (1 - lr weight_decay);  m <- b1 m + (1 - b1) g;
     v <- b2 v + (1 - b2) g^2;  with amsgrad v_max <- max(v_max, v) replaces v below;
     p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    A step updates every parameter of a group in one compiled call (kernels.adam_step).
     """
 
     def __init__(
@@ -324,18 +335,10 @@ class Adam(Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            eps, decay, amsgrad = group["eps"], group["weight_decay"], group["amsgrad"]
-            decoupled = group["decoupled_weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = -p.grad.data if group["maximize"] else p.grad.data
-                if decay != 0:
-                    if decoupled:
-                        p.data *= 1 - lr * decay
-                    else:
-                        g = g + decay * p.data
+            amsgrad = group["amsgrad"]
+            params = [p for p in group["params"] if p.grad is not None]
+            states = []
+            for p in params:
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = {
@@ -343,20 +346,25 @@ class Adam(Optimizer):
                         "exp_avg": np.zeros_like(p.data),
                         "exp_avg_sq": np.zeros_like(p.data),
                     }
-                    if amsgrad:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                if amsgrad and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = np.zeros_like(p.data)
                 state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m *= beta1
-                m += (1 - beta1) * g
-                v *= beta2
-                v += (1 - beta2) * (g * g)
-                if amsgrad:
-                    v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
-                denom += eps
-                p.data -= (lr / (1 - beta1**t)) * (m / denom)
+                states.append(state)
+            kernels.adam_step(
+                [p.data for p in params],
+                [p.grad.data for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if amsgrad else None,
+                [s["step"] for s in states],
+                group["lr"],
+                *group["betas"],
+                group["eps"],
+                group["weight_decay"],
+                amsgrad,
+                group["maximize"],
+                group["decoupled_weight_decay"],
+            )
         return loss
 
 
