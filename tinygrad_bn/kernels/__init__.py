@@ -213,6 +213,7 @@ if _CONFIG is not None:
 # ---------------------------------------------------------------- the array contract
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # native byte order
+_FLOAT_SET = frozenset(_FLOATS)  # a hashed lookup: 30 ns against 0.5 us for _check_float
 
 
 def _check_float(op, **arrays):
@@ -275,6 +276,21 @@ _c = np.ascontiguousarray  # C-contiguous, no copy when it already is
 
 def matmul(a, b):
     """C = A @ B: (M, K) @ (K, N) -> (M, N), or batched (B, M, K) @ (B, K, N) -> (B, M, N)."""
+    # the common case in one expression: the full checks cost 1.2 us, the size of the MLP's
+    # smallest products (60x100 @ 100x10 takes 2.4 us in the kernel on Zen 5)
+    if not (
+        type(a) is np.ndarray
+        and type(b) is np.ndarray
+        and a.dtype in _FLOAT_SET
+        and b.dtype is a.dtype
+        and a.ndim == 2 == b.ndim
+        and a.shape[1] == b.shape[0]
+    ):
+        _check_matmul(a, b)
+    return _impl("matmul")(a, b)
+
+
+def _check_matmul(a, b):
     _check_float("matmul", a=a, b=b)
     _check_ndim("matmul", "a", a, (2, 3))
     if b.ndim != a.ndim:
@@ -285,7 +301,6 @@ def matmul(a, b):
         )
     if a.ndim == 3 and a.shape[0] != b.shape[0]:
         raise ValueError(f"matmul: {a.shape} @ {b.shape}: batch sizes {a.shape[0]} != {b.shape[0]}")
-    return _impl("matmul")(a, b)
 
 
 # ---------------------------------------------------------------- conv2d
