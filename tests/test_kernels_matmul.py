@@ -278,3 +278,41 @@ def test_matmul_broadcast_views(threads):
     b = np.broadcast_to(col, (50, 40))
     check(np.array(a), np.array(b), K.matmul(a, b))
     check(np.array(b.T), np.array(a.T), K.matmul(b.T, a.T))
+
+
+def test_matmul_concurrent_python_threads_keep_their_own_buffers():
+    """The packing buffers live per OS thread and grow on demand (ext/gemm.pxd): Python threads
+    running products of different sizes at once, each growing and reusing its buffers, get
+    exactly the products a lone thread gets (a shared or stale buffer would mix them up)."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    shapes = [(400, 300, 200), (7, 33, 5), (100, 60, 784), (60, 784, 100), (3, 2, 1)]
+    pairs = []
+    for m, k, n in shapes:  # packed A, in-place A, packed B (rows > 96 and transposed), M < MR
+        pairs.append((random(rng, (m, k), np.float32), random(rng, (n, k), np.float32).T))
+    before = K.get_num_threads()
+    try:
+        K.set_num_threads(1)
+        with K.backend("cython"):
+            want = [K.matmul(a, b) for a, b in pairs]
+            errors = []
+
+            def work(shift):
+                try:
+                    for i in range(20):
+                        j = (i + shift) % len(pairs)
+                        np.testing.assert_array_equal(K.matmul(*pairs[j]), want[j])
+                except Exception as e:  # reported in the main thread
+                    errors.append(e)
+
+            workers = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+    finally:
+        K.set_num_threads(before)
+    assert not errors, errors[0]
+    for (a, b), c in zip(pairs, want):
+        check(a, b, c)
