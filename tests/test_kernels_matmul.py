@@ -316,3 +316,24 @@ def test_matmul_concurrent_python_threads_keep_their_own_buffers():
     assert not errors, errors[0]
     for (a, b), c in zip(pairs, want):
         check(a, b, c)
+
+
+@pytest.mark.parametrize(
+    "a,b,err,match",
+    [
+        ([[1.0]], [[2.0]], TypeError, r"a: expected a numpy.ndarray \(got list\)"),
+        (np.ones((2, 3)), [[1.0]] * 3, TypeError, r"b: expected a numpy.ndarray \(got list\)"),
+        (np.ones((2, 3)), np.ones((3, 2), np.float32), TypeError, "one dtype"),
+        (np.ones((2, 3), ">f4"), np.ones((3, 2), ">f4"), TypeError, "native byte order"),
+        (np.ones((2, 3)), np.ones((4, 2)), ValueError, r"inner dims 3 != 4"),
+        (np.ones(3), np.ones(3), ValueError, r"a: expected 2D or 3D \(got 1D"),
+        (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError, "batch sizes 2 != 3"),
+    ],
+)
+def test_matmul_door_errors_in_its_words(a, b, err, match):
+    """The door lets the compiled kernel check first (it checks the same conditions in C) and
+    then raises its own message; non-arrays are a TypeError (a float64-only check once let
+    lists through, since np.dtype(None) is float64, to an AttributeError)."""
+    for name in ("cython", "numpy"):
+        with K.backend(name), pytest.raises(err, match="^matmul: " + ".*" + match):
+            K.matmul(a, b)
