@@ -9,16 +9,74 @@
 # (one per prange iteration), each thread packing its own A block into MR-row micro-panels;
 # a 6 x NR register tile does the FMAs, a 6 x NH one the ragged last panel (NR and NH come
 # from the compiler's target: microkernel.pxd.tp). What does not pay is skipped: A is read
-# in place (any strides) while its K slice fits L2, B too for few rows with contiguous rows, and no
-# threads are started below PAR_MIN_WORK multiply-adds.
+# in place (any strides) while its K slice fits L2, B too for few rows with contiguous rows;
+# no threads are started below PAR_MIN_WORK multiply-adds (a serial call enters no OpenMP
+# region). The packing buffers belong to the thread (tgbn_scratch below): kept across calls,
+# grown on demand, freed at thread exit; at most KC x NC floats of B per calling thread
+# (4 MiB) and an MC x KC block of A per thread that packs one (144 KiB).
 # Every C element is summed in the same order whatever the thread count, so results are
 # bit-identical for 1 or many threads.
 from cython cimport floating
-from cython.parallel cimport prange, parallel, threadid
-from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange, parallel
+from libc.string cimport memset
 from microkernel cimport MR, NR, NH, tile
 
 from _openmp cimport tgbn_max_threads
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <stdlib.h>
+    /* Packing buffers kept across calls, one set per OS thread (the GEMM runs on any Python
+       thread and inside other kernels' prange workers), grown on demand, freed at thread
+       exit. A fresh malloc per call was a fresh mmap for the larger ones: its page faults
+       made dW of the MLP's first layer (B packed, 192 KB) 330 us instead of 57 (Zen 5).
+       Slot 0: the calling thread's packed B; slot 1: each thread's packed A block. */
+    typedef struct { void *p[2]; size_t n[2]; } tgbn_scratch_t;
+    static pthread_key_t tgbn_scratch_key;
+    static pthread_once_t tgbn_scratch_once = PTHREAD_ONCE_INIT;
+    static int tgbn_scratch_ok = 0;
+
+    static void tgbn_scratch_free(void *v) {
+        tgbn_scratch_t *s = (tgbn_scratch_t *)v;
+        free(s->p[0]);
+        free(s->p[1]);
+        free(s);
+    }
+    static void tgbn_scratch_init(void) {
+        tgbn_scratch_ok = pthread_key_create(&tgbn_scratch_key, tgbn_scratch_free) == 0;
+    }
+    /* A 64-byte aligned buffer of at least `bytes` for this thread's `slot`, or NULL when
+       out of memory; valid until this thread's next call for the same slot. */
+    static void *tgbn_scratch(int slot, size_t bytes) {
+        tgbn_scratch_t *s;
+        void *p;
+        pthread_once(&tgbn_scratch_once, tgbn_scratch_init);
+        if (!tgbn_scratch_ok)
+            return NULL;
+        s = (tgbn_scratch_t *)pthread_getspecific(tgbn_scratch_key);
+        if (s == NULL) {
+            s = (tgbn_scratch_t *)calloc(1, sizeof *s);
+            if (s == NULL)
+                return NULL;
+            if (pthread_setspecific(tgbn_scratch_key, s) != 0) {
+                free(s);
+                return NULL;
+            }
+        }
+        if (s->n[slot] < bytes) {
+            free(s->p[slot]);
+            s->p[slot] = NULL;
+            s->n[slot] = 0;
+            if (posix_memalign(&p, 64, bytes) != 0)
+                return NULL;
+            s->p[slot] = p;
+            s->n[slot] = bytes;
+        }
+        return s->p[slot];
+    }
+    """
+    void* tgbn_scratch(int slot, size_t nbytes) noexcept nogil
 
 cdef enum:
     MC = 144             # rows per packed A block (fits L2 with KC)
@@ -41,21 +99,18 @@ cdef inline void pack_b_panel(Py_ssize_t kc, Py_ssize_t nr, const floating* b,
                               Py_ssize_t sb0, Py_ssize_t sb1, floating* bp) noexcept nogil:
     """bp[k*NR + j] = B(k, j) for j < nr, zero for nr <= j < NR (b points at the panel's B(0, 0))."""
     cdef Py_ssize_t k, j
+    if nr < NR:
+        # one memset for the padding: zeroing it row by row became a memset call per k
+        memset(bp, 0, kc * NR * sizeof(floating))
     if sb1 == 1:
         for k in range(kc):
             for j in range(nr):
                 bp[k * NR + j] = b[k * sb0 + j]
-            for j in range(nr, NR):
-                bp[k * NR + j] = 0
     else:
         # transposed B: walk down each column, which is the contiguous direction in memory
         for j in range(nr):
             for k in range(kc):
                 bp[k * NR + j] = b[k * sb0 + j * sb1]
-        if nr < NR:
-            for k in range(kc):
-                for j in range(nr, NR):
-                    bp[k * NR + j] = 0
 
 
 cdef inline void pack_a_block(Py_ssize_t mc, Py_ssize_t kc, const floating* a,
@@ -80,6 +135,55 @@ cdef inline void pack_a_block(Py_ssize_t mc, Py_ssize_t kc, const floating* a,
                 dst[k * MR + r] = 0
 
 
+cdef inline void _a_block(Py_ssize_t blk, Py_ssize_t mc, Py_ssize_t M, Py_ssize_t kc,
+                          Py_ssize_t npanel, Py_ssize_t nbw, const floating* a, Py_ssize_t sa0,
+                          Py_ssize_t sa1, const floating* bbuf, floating* cj, Py_ssize_t ldc,
+                          bint acc_on, floating* ap) noexcept nogil:
+    """Row block blk of a packed-A K slice (a points at A(0, pc)): pack it into ap, then its
+    tiles against every packed B panel."""
+    cdef Py_ssize_t i0 = blk * mc, mcb = min(mc, M - i0), jp, t, ir
+    cdef const floating* bpanel
+    pack_a_block(mcb, kc, a + i0 * sa0, sa0, sa1, ap)
+    for jp in range(npanel):
+        bpanel = bbuf + jp * NR * kc
+        for t in range(_cdiv(mcb, MR)):
+            ir = t * MR
+            tile(kc, ap + ir * kc, 1, MR, 0, min(<Py_ssize_t>MR, mcb - ir),
+                 bpanel, NR, cj + (i0 + ir) * ldc + jp * NR, ldc,
+                 min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
+
+
+cdef inline void _direct_tile(Py_ssize_t t, Py_ssize_t ntile_m, Py_ssize_t npanel,
+                              Py_ssize_t n_tail, Py_ssize_t M, Py_ssize_t nbw, Py_ssize_t kc,
+                              const floating* a, Py_ssize_t sa0, Py_ssize_t sa1,
+                              const floating* b, Py_ssize_t sb0, bint pack_b,
+                              const floating* bbuf, floating* cj, Py_ssize_t ldc,
+                              bint acc_on) noexcept nogil:
+    """Tile t (panel-major order) of a K slice with A read in place (a at A(0, pc), b at
+    B(pc, j0)); B's panels are packed in bbuf when pack_b, else only its ragged last one."""
+    cdef Py_ssize_t jp = t // ntile_m
+    cdef Py_ssize_t ir = (t - jp * ntile_m) * MR
+    cdef Py_ssize_t r0 = 0
+    cdef const floating* bpanel
+    cdef Py_ssize_t ldb_p
+    if ir + MR > M:
+        # the ragged last rows: the tile of the MR rows ending at M, storing only the new
+        # ones (the tile reads all MR rows; the caller guarantees M >= MR)
+        r0 = ir + MR - M
+        ir = M - MR
+    if pack_b:
+        bpanel = bbuf + jp * NR * kc
+        ldb_p = NR
+    elif jp == npanel - 1 and n_tail < NR:
+        bpanel = bbuf
+        ldb_p = NR
+    else:
+        bpanel = b + jp * NR
+        ldb_p = sb0
+    tile(kc, a + ir * sa0, sa0, sa1, r0, MR,
+         bpanel, ldb_p, cj + ir * ldc + jp * NR, ldc, min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
+
+
 cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* a, Py_ssize_t sa0, Py_ssize_t sa1,
                      const floating* b, Py_ssize_t sb0, Py_ssize_t sb1,
@@ -87,21 +191,23 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """C (+)= A @ B with element strides for A and B; returns -1 when out of memory, else 0.
 
     threaded=False keeps everything on the calling thread (for callers already inside a prange).
+    A serial call enters no OpenMP region at all (a region of one thread still cost about a
+    microsecond per K slice, a visible share of the MLP's 2 us products).
     """
     cdef Py_ssize_t kc_max = KC if floating is float else KC // 2
     cdef bint pack_a, pack_b
-    cdef bint par = threaded and tgbn_max_threads() > 1 and M * N * K >= PAR_MIN_WORK
-    cdef int nt = tgbn_max_threads() if par else 1
-    cdef Py_ssize_t ks, pc, kc, i, r, jp, t, blk, mcb, i0, ir, ntile_m, ldb_p
+    cdef bint par = threaded and M * N * K >= PAR_MIN_WORK and tgbn_max_threads() > 1
+    cdef Py_ssize_t ks, pc, kc, i, r, jp, t, ntile_m
     cdef Py_ssize_t jb, j0, ncb, nbw, npanel, n_tail
     cdef Py_ssize_t nb = 0, mc = MR
+    cdef int nt = 1
     cdef bint acc_on
+    cdef int failed = 0
+    cdef int* fail = &failed
     cdef floating* bbuf = NULL
-    cdef floating* abuf = NULL
-    cdef floating* ap
+    cdef floating* ap = NULL
     cdef floating* cj
     cdef const floating* bj
-    cdef const floating* bpanel
 
     if M <= 0 or N <= 0:
         return 0
@@ -112,27 +218,25 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     c[i * ldc + r] = 0
         return 0
     kc_max = min(kc_max, K)
-    pack_a = M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
+    # in place A needs MR rows for its tile (fewer: the packed block pads them with zeros)
+    pack_a = M < MR or M * kc_max * <Py_ssize_t> sizeof(floating) > PACK_A_MIN_BYTES
     pack_b = pack_a or sb1 != 1 or (
         M > DIRECT_B_MAX_M and kc_max * N * <Py_ssize_t> sizeof(floating) > DIRECT_B_MAX_BYTES)
     # columns go in blocks of NC: bounds the packed-B buffer (smaller NC measured no faster)
     ncb = NC
     npanel = _cdiv(min(ncb, N), NR)
     if pack_b:
-        bbuf = <floating*> malloc(kc_max * npanel * NR * sizeof(floating))
+        bbuf = <floating*> tgbn_scratch(0, kc_max * npanel * NR * sizeof(floating))
     elif N % NR:
-        bbuf = <floating*> malloc(kc_max * NR * sizeof(floating))   # the ragged last panel
+        bbuf = <floating*> tgbn_scratch(0, kc_max * NR * sizeof(floating))  # ragged last panel
     if (pack_b or N % NR) and bbuf == NULL:
         return -1
     if pack_a:
         # as many row blocks as threads (or a multiple), each about MC rows, MR-aligned
+        nt = tgbn_max_threads() if par else 1
         nb = _cdiv(_cdiv(M, MC), nt) * nt
         mc = _cdiv(_cdiv(M, nb), MR) * MR
         nb = _cdiv(M, mc)
-        abuf = <floating*> malloc(nt * mc * kc_max * sizeof(floating))
-        if abuf == NULL:
-            free(bbuf)
-            return -1
     ntile_m = _cdiv(M, MR)
 
     for jb in range(_cdiv(N, ncb)):
@@ -147,43 +251,43 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             kc = min(kc_max, K - pc)
             acc_on = add or pc > 0
             if pack_b:
-                for jp in prange(npanel, schedule='static', use_threads_if=par and npanel > 1):
-                    pack_b_panel(kc, min(<Py_ssize_t>NR, nbw - jp * NR),
-                                 bj + pc * sb0 + jp * NR * sb1, sb0, sb1, bbuf + jp * NR * kc)
+                if par and npanel > 1:
+                    for jp in prange(npanel, schedule='static'):
+                        pack_b_panel(kc, min(<Py_ssize_t>NR, nbw - jp * NR),
+                                     bj + pc * sb0 + jp * NR * sb1, sb0, sb1, bbuf + jp * NR * kc)
+                else:
+                    for jp in range(npanel):
+                        pack_b_panel(kc, min(<Py_ssize_t>NR, nbw - jp * NR),
+                                     bj + pc * sb0 + jp * NR * sb1, sb0, sb1, bbuf + jp * NR * kc)
             elif n_tail < NR:
                 pack_b_panel(kc, n_tail, bj + pc * sb0 + (npanel - 1) * NR * sb1, sb0, sb1, bbuf)
 
             if pack_a:
-                with parallel(use_threads_if=par):
-                    for blk in prange(nb, schedule='static'):
-                        ap = abuf + threadid() * mc * kc_max
-                        i0 = blk * mc
-                        mcb = min(mc, M - i0)
-                        pack_a_block(mcb, kc, a + i0 * sa0 + pc * sa1, sa0, sa1, ap)
-                        for jp in range(npanel):
-                            bpanel = bbuf + jp * NR * kc
-                            for t in range(_cdiv(mcb, MR)):
-                                ir = t * MR
-                                tile(kc, ap + ir * kc, 1, MR, min(<Py_ssize_t>MR, mcb - ir),
-                                     bpanel, NR, cj + (i0 + ir) * ldc + jp * NR, ldc,
-                                     min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
-            else:
+                if par:
+                    with parallel():
+                        ap = <floating*> tgbn_scratch(1, mc * kc_max * sizeof(floating))
+                        for t in prange(nb, schedule='static'):
+                            if ap == NULL:
+                                fail[0] = 1
+                            else:
+                                _a_block(t, mc, M, kc, npanel, nbw, a + pc * sa1, sa0, sa1,
+                                         bbuf, cj, ldc, acc_on, ap)
+                else:
+                    ap = <floating*> tgbn_scratch(1, mc * kc_max * sizeof(floating))
+                    if ap == NULL:
+                        return -1
+                    for t in range(nb):
+                        _a_block(t, mc, M, kc, npanel, nbw, a + pc * sa1, sa0, sa1,
+                                 bbuf, cj, ldc, acc_on, ap)
+                if failed:
+                    return -1
+            elif par:
                 # tiles ordered panel-major so each thread's run of tiles shares one B panel
-                for t in prange(npanel * ntile_m, schedule='static', use_threads_if=par):
-                    jp = t // ntile_m
-                    ir = (t - jp * ntile_m) * MR
-                    if pack_b:
-                        bpanel = bbuf + jp * NR * kc
-                        ldb_p = NR
-                    elif jp == npanel - 1 and n_tail < NR:
-                        bpanel = bbuf
-                        ldb_p = NR
-                    else:
-                        bpanel = bj + pc * sb0 + jp * NR
-                        ldb_p = sb0
-                    tile(kc, a + ir * sa0 + pc * sa1, sa0, sa1, min(<Py_ssize_t>MR, M - ir),
-                         bpanel, ldb_p, cj + ir * ldc + jp * NR, ldc,
-                         min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
-    free(abuf)
-    free(bbuf)
+                for t in prange(npanel * ntile_m, schedule='static'):
+                    _direct_tile(t, ntile_m, npanel, n_tail, M, nbw, kc, a + pc * sa1, sa0, sa1,
+                                 bj + pc * sb0, sb0, pack_b, bbuf, cj, ldc, acc_on)
+            else:
+                for t in range(npanel * ntile_m):
+                    _direct_tile(t, ntile_m, npanel, n_tail, M, nbw, kc, a + pc * sa1, sa0, sa1,
+                                 bj + pc * sb0, sb0, pack_b, bbuf, cj, ldc, acc_on)
     return 0

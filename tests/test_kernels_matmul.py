@@ -278,3 +278,62 @@ def test_matmul_broadcast_views(threads):
     b = np.broadcast_to(col, (50, 40))
     check(np.array(a), np.array(b), K.matmul(a, b))
     check(np.array(b.T), np.array(a.T), K.matmul(b.T, a.T))
+
+
+def test_matmul_concurrent_python_threads_keep_their_own_buffers():
+    """The packing buffers live per OS thread and grow on demand (ext/gemm.pxd): Python threads
+    running products of different sizes at once, each growing and reusing its buffers, get
+    exactly the products a lone thread gets (a shared or stale buffer would mix them up)."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    shapes = [(400, 300, 200), (7, 33, 5), (100, 60, 784), (60, 784, 100), (3, 2, 1)]
+    pairs = []
+    for m, k, n in shapes:  # packed A, in-place A, packed B (rows > 96 and transposed), M < MR
+        pairs.append((random(rng, (m, k), np.float32), random(rng, (n, k), np.float32).T))
+    before = K.get_num_threads()
+    try:
+        K.set_num_threads(1)
+        with K.backend("cython"):
+            want = [K.matmul(a, b) for a, b in pairs]
+            errors = []
+
+            def work(shift):
+                try:
+                    for i in range(20):
+                        j = (i + shift) % len(pairs)
+                        np.testing.assert_array_equal(K.matmul(*pairs[j]), want[j])
+                except Exception as e:  # reported in the main thread
+                    errors.append(e)
+
+            workers = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+    finally:
+        K.set_num_threads(before)
+    assert not errors, errors[0]
+    for (a, b), c in zip(pairs, want):
+        check(a, b, c)
+
+
+@pytest.mark.parametrize(
+    "a,b,err,match",
+    [
+        ([[1.0]], [[2.0]], TypeError, r"a: expected a numpy.ndarray \(got list\)"),
+        (np.ones((2, 3)), [[1.0]] * 3, TypeError, r"b: expected a numpy.ndarray \(got list\)"),
+        (np.ones((2, 3)), np.ones((3, 2), np.float32), TypeError, "one dtype"),
+        (np.ones((2, 3), ">f4"), np.ones((3, 2), ">f4"), TypeError, "native byte order"),
+        (np.ones((2, 3)), np.ones((4, 2)), ValueError, r"inner dims 3 != 4"),
+        (np.ones(3), np.ones(3), ValueError, r"a: expected 2D or 3D \(got 1D"),
+        (np.ones((2, 3, 4)), np.ones((3, 4, 5)), ValueError, "batch sizes 2 != 3"),
+    ],
+)
+def test_matmul_door_errors_in_its_words(a, b, err, match):
+    """The door lets the compiled kernel check first (it checks the same conditions in C) and
+    then raises its own message; non-arrays are a TypeError (a float64-only check once let
+    lists through, since np.dtype(None) is float64, to an AttributeError)."""
+    for name in ("cython", "numpy"):
+        with K.backend(name), pytest.raises(err, match="^matmul: " + ".*" + match):
+            K.matmul(a, b)
