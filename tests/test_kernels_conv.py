@@ -117,6 +117,27 @@ def test_conv2d_deterministic(threads):
                 np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n", [60, 5, 1])
+def test_conv2d_backward_bits_do_not_depend_on_thread_count(n):
+    """dW and db are summed over fixed runs of images, the runs in order: 1 and 2 threads give
+    the same bits (the claims net's second layer; 196 outputs per image leave a ragged vector)."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 8, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((n, 16, 14, 14)).astype(np.float32)
+    before = K.get_num_threads()
+    try:
+        got = []
+        for threads in (1, 2):
+            K.set_num_threads(threads)
+            with K.backend("cython"):
+                got.append(K.conv2d_backward(x, w, g, 1, 1))
+    finally:
+        K.set_num_threads(before)
+    for a, b in zip(*got):
+        assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_conv2d_backward_output_mask(threads, stride, padding, dtype):
