@@ -208,10 +208,11 @@ cdef extern from *:
         return *(const tgbn_cv_##T*)t; \
     } \
     /* acc[o*R + r] (vectors) += sum over nimg images k of dy_k[o, :] * cols_k[r, :], lane- \
-       wise; image k's rows start at dy + k*sdy and cols + k*scol, P long, ldd / ldc apart */ \
+       wise; image k's rows start at dy + k*sdy and cols + k*scol, P long, ldd / ldc apart. \
+       With acc NULL each sum's lanes are added up (in lane order) into out[o*R + r]. */ \
     static void tgbn_dw_nt_##T(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg, \
             const T* dy, Py_ssize_t ldd, Py_ssize_t sdy, const T* cols, Py_ssize_t ldc, \
-            Py_ssize_t scol, T* acc) { \
+            Py_ssize_t scol, T* acc, T* out) { \
         enum { L = TGBN_CV_VBYTES / sizeof(T) }; \
         tgbn_cv_##T* av = (tgbn_cv_##T*)acc; \
         tgbn_cvi_##T keep; \
@@ -253,7 +254,12 @@ cdef extern from *:
                     } \
                     for (int i = 0; i < 4 && o0 + i < O; i++) \
                         for (int j = 0; j < 3 && r0 + j < R; j++) \
-                            av[(o0 + i) * R + r0 + j] += s[i][j]; \
+                            if (av) av[(o0 + i) * R + r0 + j] += s[i][j]; \
+                            else { \
+                                T sum = s[i][j][0]; \
+                                for (int l = 1; l < L; l++) sum += s[i][j][l]; \
+                                out[(o0 + i) * R + r0 + j] += sum; \
+                            } \
                 } \
             } \
         } \
@@ -264,24 +270,28 @@ cdef extern from *:
     Py_ssize_t tgbn_cv_lanes(size_t elem) noexcept nogil
     void tgbn_dw_nt_float(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg,
                           const float* dy, Py_ssize_t ldd, Py_ssize_t sdy, const float* cols,
-                          Py_ssize_t ldc, Py_ssize_t scol, float* acc) noexcept nogil
+                          Py_ssize_t ldc, Py_ssize_t scol, float* acc, float* out) noexcept nogil
     void tgbn_dw_nt_double(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg,
                            const double* dy, Py_ssize_t ldd, Py_ssize_t sdy, const double* cols,
-                           Py_ssize_t ldc, Py_ssize_t scol, double* acc) noexcept nogil
+                           Py_ssize_t ldc, Py_ssize_t scol, double* acc,
+                           double* out) noexcept nogil
 
 cdef enum:
     DW_RUNS = 8   # fixed runs of images for dW (its partials are summed in run order)
     DW_DY = 24 * 1024   # bytes of dy per dW call: several images at once while they fit L1
+    DW_ACC = 1 << 20    # bytes of vector sums per thread kept across a run (L lanes per sum);
+                        # bigger dW (512x512x3x3: 150 MB) add up their lanes after each call
 
 
 cdef inline void dw_nt(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg,
-                       const floating* dy, const floating* cols, floating* acc) noexcept nogil:
+                       const floating* dy, const floating* cols, floating* acc,
+                       floating* out) noexcept nogil:
     """acc (O*R vectors) += the lane-wise dW sums of nimg images (dy (nimg, O, P) and their
-    im2col columns (nimg, R, P), contiguous)."""
+    im2col columns (nimg, R, P), contiguous); without acc, out (O*R) += the sums."""
     if floating is float:
-        tgbn_dw_nt_float(O, R, P, nimg, dy, P, O * P, cols, P, R * P, acc)
+        tgbn_dw_nt_float(O, R, P, nimg, dy, P, O * P, cols, P, R * P, acc, out)
     else:
-        tgbn_dw_nt_double(O, R, P, nimg, dy, P, O * P, cols, P, R * P, acc)
+        tgbn_dw_nt_double(O, R, P, nimg, dy, P, O * P, cols, P, R * P, acc, out)
 
 
 # ---------------------------------------------------------------- conv2d
@@ -357,6 +367,8 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
                                 (N + nchunk - 1) // nchunk)
     cdef bint per_image = nt > 1 and nchunk > 1 and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
+    # the sums stay vectors through a run when they fit DW_ACC (bits depend on the shape only)
+    cdef bint vec = O * R * L * <Py_ssize_t> sizeof(floating) <= DW_ACC
     cdef Py_ssize_t ch
     cdef int t, failed = 0
     cdef int* fail = &failed
@@ -374,11 +386,12 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
         return 0
     if sums:
         cols = <floating*> malloc(nbuf * group * R * P * sizeof(floating))
-        acc = <floating*> malloc(nbuf * O * R * L * sizeof(floating))
+        acc = <floating*> malloc(nbuf * O * R * L * sizeof(floating)) if vec else NULL
         part = <floating*> malloc(nchunk * O * R * sizeof(floating))
     if dx != NULL:
         dcols = <floating*> malloc(nbuf * CKK * P * sizeof(floating))
-    if (sums and (cols == NULL or acc == NULL or part == NULL)) or (dx != NULL and dcols == NULL):
+    if (sums and (cols == NULL or (vec and acc == NULL) or part == NULL)) \
+            or (dx != NULL and dcols == NULL):
         free(cols); free(acc); free(part); free(dcols)
         return -1
     if db != NULL:
@@ -391,8 +404,12 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
         n1 = ch * N // nchunk
         if sums:
             cbuf = cols + t * group * R * P
-            abuf = acc + t * O * R * L
-            memset(abuf, 0, O * R * L * sizeof(floating))
+            abuf = acc + t * O * R * L if vec else NULL
+            pp = part + ch * O * R
+            if vec:
+                memset(abuf, 0, O * R * L * sizeof(floating))
+            else:
+                memset(pp, 0, O * R * sizeof(floating))
             while n1 < (ch + 1) * N // nchunk:
                 n0 = n1
                 n1 = min(n0 + group, (ch + 1) * N // nchunk)
@@ -400,9 +417,8 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
                     for k in range(n1 - n0):
                         im2col(x + (n0 + k) * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw,
                                OH, OW, cbuf + k * R * P)
-                dw_nt(O, R, P, n1 - n0, dy + n0 * O * P, cbuf, abuf)
-            pp = part + ch * O * R
-            for r in range(O * R):  # each sum's lanes, in lane order
+                dw_nt(O, R, P, n1 - n0, dy + n0 * O * P, cbuf, abuf, pp)
+            for r in range(O * R if vec else 0):  # each sum's lanes, in lane order
                 pp[r] = abuf[r * L]
                 for q in range(1, L):
                     pp[r] = pp[r] + abuf[r * L + q]
