@@ -1,21 +1,23 @@
 """Compiled conv2d (forward, and a backward that computes only the gradients asked for)
 for NCHW arrays.
 
-The forward and dx are im2col + the GEMM of gemm.pxd, one image at a time. dW is its own
-kernel (tgbn_dw_nt): O x CKK dot products of dy rows with im2col rows, which both run along
-the summed axis. With at least two runs of images and enough work, threads take runs
-dynamically (each with its own column buffers); dW is summed per fixed run of images and
-the runs are added in order, so the bits do not depend on the thread count. Otherwise the
-GEMM itself is threaded. im2col for stride 1 with "same" width (k3 p1) is one flat shifted
-copy per kernel tap. tinygrad_bn.kernels validates for the user and passes C-contiguous
-arrays (a channels-last (64, 32, 14, 14) float32 copy measured 0.13 ms against 6.3 ms for its
-forward conv); the wrappers here check what memory safety needs (_arrays.pxd).
+The forward and dx are im2col + a matrix product, one image at a time: for few output rows
+(the claims net's 8 and 16 channels, dx's 72 im2col rows) the register-blocked tgbn_nn,
+else the packed GEMM of gemm.pxd. dW (and db) is its own kernel (tgbn_dw_nt): O x CKK dot
+products of dy rows with im2col rows, which both run along the summed axis. With at least
+two runs of images and enough work, threads take runs dynamically (each with its own column
+buffers); dW is summed per fixed run of images and the runs are added in order, so the bits
+do not depend on the thread count. Otherwise the GEMM itself is threaded. im2col for stride
+1 with "same" width (k3 p1) is one flat shifted copy per kernel tap. tinygrad_bn.kernels
+validates for the user and passes C-contiguous arrays (a channels-last (64, 32, 14, 14)
+float32 copy measured 0.13 ms against 6.3 ms for its forward conv); the wrappers here check
+what memory safety needs (_arrays.pxd).
 """
 cimport numpy as cnp
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from _arrays cimport float_array, int_tuple, mask_bits
@@ -266,8 +268,49 @@ cdef extern from *:
     }
     TGBN_DW_NT(float, int32_t)
     TGBN_DW_NT(double, int64_t)
+
+    /* c (M, N) = a (M, K) @ b (K, N) for few rows (the claims net's 8 or 16 output channels,
+       or dx's 72 im2col rows over K = 16): 4 rows x 3 vectors of c per block, 12 sums in
+       registers over all of K, each k step 3 loads of b and 4 broadcasts of a for 12 FMAs.
+       The 6-row GEMM tile of gemm.pxd did 12 rows' work for M = 8 and re-stored its tile
+       every KC. The last block of a row overlaps the one before (N >= 3 L): it stores the
+       same values again. a is read through element strides (W^T for dx). */
+    #define TGBN_NN(T) \
+    static void tgbn_nn_##T(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const T* a, \
+            Py_ssize_t sa0, Py_ssize_t sa1, const T* b, Py_ssize_t ldb, T* c, Py_ssize_t ldc) { \
+        enum { L = TGBN_CV_VBYTES / sizeof(T) }; \
+        for (Py_ssize_t i0 = 0; i0 < M; i0 += 4) { \
+            const T* ar[4]; /* rows past M re-read row M-1; they are not stored */ \
+            for (int i = 0; i < 4; i++) ar[i] = a + (i0 + i < M ? i0 + i : M - 1) * sa0; \
+            for (Py_ssize_t q = 0; q < N; q += 3 * L) { \
+                Py_ssize_t q0 = q + 3 * L <= N ? q : N - 3 * L; \
+                tgbn_cv_##T s[4][3], bv[3], av[4]; \
+                for (int i = 0; i < 4; i++) \
+                    for (int j = 0; j < 3; j++) s[i][j] = (tgbn_cv_##T){0}; \
+                for (Py_ssize_t k = 0; k < K; k++) { \
+                    for (int j = 0; j < 3; j++) \
+                        bv[j] = *(const tgbn_cv_##T*)(b + k * ldb + q0 + j * L); \
+                    for (int i = 0; i < 4; i++) av[i] = (tgbn_cv_##T){0} + ar[i][k * sa1]; \
+                    TGBN_IN_REGISTERS(bv, 3); \
+                    for (int i = 0; i < 4; i++) \
+                        for (int j = 0; j < 3; j++) s[i][j] += av[i] * bv[j]; \
+                } \
+                for (int i = 0; i < 4 && i0 + i < M; i++) \
+                    for (int j = 0; j < 3; j++) \
+                        *(tgbn_cv_##T*)(c + (i0 + i) * ldc + q0 + j * L) = s[i][j]; \
+            } \
+        } \
+    }
+    TGBN_NN(float)
+    TGBN_NN(double)
     """
     Py_ssize_t tgbn_cv_lanes(size_t elem) noexcept nogil
+    void tgbn_nn_float(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a, Py_ssize_t sa0,
+                       Py_ssize_t sa1, const float* b, Py_ssize_t ldb, float* c,
+                       Py_ssize_t ldc) noexcept nogil
+    void tgbn_nn_double(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* a,
+                        Py_ssize_t sa0, Py_ssize_t sa1, const double* b, Py_ssize_t ldb,
+                        double* c, Py_ssize_t ldc) noexcept nogil
     void tgbn_dw_nt_float(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg,
                           const float* dy, Py_ssize_t ldd, Py_ssize_t sdy, const float* cols,
                           Py_ssize_t ldc, Py_ssize_t scol, float* acc, float* out) noexcept nogil
@@ -281,6 +324,22 @@ cdef enum:
     DW_DY = 24 * 1024   # bytes of dy per dW call: several images at once while they fit L1
     DW_ACC = 1 << 20    # bytes of vector sums per thread kept across a run (L lanes per sum);
                         # bigger dW (512x512x3x3: 150 MB) add up their lanes after each call
+
+
+cdef inline bint few_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, size_t elem) noexcept nogil:
+    """Whether tgbn_nn suits c (M, N) = a (M, K) @ b: rows as wide as its block (3 vectors)
+    and a block's K x 3 vectors of b in L2 (256 KiB); else gemm.pxd's packed GEMM."""
+    cdef Py_ssize_t L = tgbn_cv_lanes(elem)
+    return N >= 3 * L and M <= 128 and K * 3 * L * <Py_ssize_t> elem <= 256 * 1024
+
+
+cdef inline void nn(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a,
+                    Py_ssize_t sa0, Py_ssize_t sa1, const floating* b, floating* c) noexcept nogil:
+    """c (M, N) = a (M, K) @ b (K, N), b and c contiguous, a through strides."""
+    if floating is float:
+        tgbn_nn_float(M, N, K, a, sa0, sa1, b, N, c, N)
+    else:
+        tgbn_nn_double(M, N, K, a, sa0, sa1, b, N, c, N)
 
 
 cdef inline void dw_nt(Py_ssize_t O, Py_ssize_t R, Py_ssize_t P, Py_ssize_t nimg,
@@ -319,6 +378,8 @@ cdef int _conv_forward(floating tag, const Conv* a) noexcept nogil:
     cdef int nt = a.nt
     cdef bint per_image = nt > 1 and N >= nt and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
+    # one thread per image (or one thread in all): the few-rows kernel; else the threaded GEMM
+    cdef bint small = (per_image or nt == 1) and few_rows(O, P, CKK, sizeof(floating))
     cdef int failed = 0
     cdef int* fail = &failed
     cdef floating* buf
@@ -330,12 +391,16 @@ cdef int _conv_forward(floating tag, const Conv* a) noexcept nogil:
         for n in prange(N, schedule='dynamic', num_threads=nt):
             buf = cols + threadid() * CKK * P
             im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, buf)
-            if gemm(O, P, CKK, w, CKK, 1, buf, P, 1, y + n * O * P, P, False, False) < 0:
+            if small:
+                nn(O, P, CKK, w, CKK, 1, buf, y + n * O * P)
+            elif gemm(O, P, CKK, w, CKK, 1, buf, P, 1, y + n * O * P, P, False, False) < 0:
                 fail[0] = 1
     else:
         for n in range(N):
             im2col(x + n * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, cols)
-            if gemm(O, P, CKK, w, CKK, 1, cols, P, 1, y + n * O * P, P, False, True) < 0:
+            if small:
+                nn(O, P, CKK, w, CKK, 1, cols, y + n * O * P)
+            elif gemm(O, P, CKK, w, CKK, 1, cols, P, 1, y + n * O * P, P, False, True) < 0:
                 failed = 1
     free(cols)
     return -1 if failed else 0
@@ -367,6 +432,7 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
                                 (N + nchunk - 1) // nchunk)
     cdef bint per_image = nt > 1 and nchunk > 1 and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
+    cdef bint small = (per_image or nt == 1) and few_rows(CKK, P, O, sizeof(floating))
     # the sums stay vectors through a run when they fit DW_ACC (bits depend on the shape only)
     cdef bint vec = O * R * L * <Py_ssize_t> sizeof(floating) <= DW_ACC
     cdef Py_ssize_t ch
@@ -425,8 +491,10 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
         if dx != NULL:
             dbuf = dcols + t * CKK * P
             for n in range(ch * N // nchunk, (ch + 1) * N // nchunk):
-                if gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False,
-                        not per_image) < 0:
+                if small:
+                    nn(CKK, P, O, w, 1, CKK, dy + n * O * P, dbuf)
+                elif gemm(CKK, P, O, w, 1, CKK, dy + n * O * P, P, 1, dbuf, P, False,
+                          not per_image) < 0:
                     fail[0] = 1
                 col2im_add(dbuf, C, H, W, KH, KW, sh, sw, ph, pw, OH, OW, dx + n * C * H * W)
     if sums:
