@@ -58,6 +58,23 @@ def test_max_pool2d_matches_reference_exactly(threads, case, dtype, lx, data):
         assert not dx.any()
 
 
+# the float32 2x2 stride-2 path runs rows of 4+ outputs in vector chunks, the last chunk
+# overlapping: widths around the chunk sizes 4 and 8, odd ones leaving a column out
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(2, 7), st.integers(8, 41)),
+    values=st.sampled_from([[-1.0, 0.0, 1.0], [-0.0, 0.0, -np.inf], [np.nan, 1.0, 2.0, -np.inf]]),
+    seed=st.integers(0, 2**16),
+)
+def test_max_pool2d_2x2_stride2_rows_match_reference(threads, shape, values, seed):
+    x = np.random.default_rng(seed).choice(np.array(values, np.float32), size=shape)
+    y, arg = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    want_y, want_arg = R.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y, want_y)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(arg, want_arg)  # ties: the first; NaN: the last
+    assert np.array_equal(np.signbit(y), np.signbit(want_y))  # -0.0 first keeps -0.0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool2d_overlapping_windows_accumulate(threads, dtype):
     """Stride < kernel: one input can win several windows; backward adds every gradient."""
