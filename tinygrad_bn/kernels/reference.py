@@ -127,8 +127,9 @@ def _channel_view(x):
     return (0, 2), (1, x.shape[1], 1)
 
 
-def batch_norm_forward_train(x, weight, bias, eps):
-    """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64."""
+def batch_norm_forward_train(x, weight, bias, eps, activation=None):
+    """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64;
+    y goes through `activation` (None, 'relu', 'sigmoid', 'tanh') when one is given."""
     axes, cshape = _channel_view(x)
     x64 = x.astype(np.float64)
     m = x.size // x.shape[1] if x.shape[1] else 0
@@ -139,7 +140,10 @@ def batch_norm_forward_train(x, weight, bias, eps):
     scale = (weight * invstd).reshape(cshape)
     y = (x64 - mean.reshape(cshape)) * scale + bias.reshape(cshape)
     dt = x.dtype
-    return y.astype(dt), mean.astype(dt), var.astype(dt), invstd.astype(dt)
+    y = y.astype(dt)
+    if activation is not None:
+        y = activation_forward(y, activation)
+    return y, mean.astype(dt), var.astype(dt), invstd.astype(dt)
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
@@ -169,3 +173,51 @@ def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
     scale = weight.astype(np.float64) / np.sqrt(running_var.astype(np.float64) + eps)
     shift = bias - running_mean * scale
     return (x * scale.reshape(cshape) + shift.reshape(cshape)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def activation_forward(x, activation):
+    """activation(x) elementwise: 'relu' (NaN kept, as PyTorch), 'sigmoid', 'tanh'; None: a copy.
+    Always an ndarray of x's shape (a 0-d one too: NumPy would return a scalar)."""
+    out = np.empty_like(x)
+    if activation == "relu":
+        np.copyto(out, np.where((x > 0) | np.isnan(x), x, x.dtype.type(0)))
+    elif activation == "tanh":
+        np.tanh(x, out=out)
+    elif activation == "sigmoid":
+        # 1 / (1 + exp(-x)): for x << 0 exp overflows to inf and the result is exactly 0
+        np.negative(x, out=out)
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    else:
+        np.copyto(out, x)
+    return out
+
+
+def activation_backward(grad_out, out, activation):
+    """dx from the forward's output: sigmoid g * out * (1 - out), tanh g * (1 - out^2), relu
+    0 where out <= 0 else g (a select as PyTorch's: 0 even for an inf or NaN g, g where out is
+    NaN)."""
+    if activation == "sigmoid":
+        dx = grad_out * out * (1 - out)
+    elif activation == "tanh":
+        dx = grad_out * (1 - out * out)
+    elif activation == "relu":
+        dx = np.where(out <= 0, grad_out.dtype.type(0), grad_out)
+    else:
+        dx = grad_out.copy()
+    return np.asarray(dx)
+
+
+def bias_activation(y, bias, activation):
+    """y = activation(y + bias[c]) in place over y (N, C) or (N, C, L), bias (C,) or None;
+    returns y."""
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    if activation is not None:
+        y[...] = activation_forward(y, activation)
+    return y
