@@ -8,9 +8,10 @@
 # Taylor polynomial one degree past what the precision needs (truncation < 0.1 ulp: degree 7
 # for float, 13 for double), then 2^n from the exponent bits. Only exp(x) for x <= 0 is
 # needed (sigmoid and tanh use exp(-|x|)): the result is in [0, 1], so it cannot overflow, and
-# 2^n is built as 2^(n + K) * 2^-K so that a subnormal result is rounded once. Branches are
-# selects (a ? b : c), so GCC vectorizes every loop over these functions (checked: zmm code
-# in objdump -d on AVX-512); NaN propagates through every comparison as written.
+# 2^n is built as 2^(n + K) * 2^-K so that a subnormal result is rounded once. There are no
+# branches (selects on values, tgbn_pick), so GCC vectorizes every loop over these functions
+# (checked with -fopt-info-vec for -march=native on AVX-512, haswell and x86-64); NaN
+# propagates through every comparison as written.
 #
 # Accuracy against float64 (float) / long double (double), the largest error seen over 1.6
 # million points in [-30, 30], [-1, 1], near 0 and out to the underflow edge (x86-64 with
@@ -28,12 +29,34 @@ cdef extern from *:
     #include <stdint.h>
     #include <string.h>
 
+    /* c ? a : b on values both already computed, as bit operations. Written as ?:, GCC
+       turns some selects into branches (it sinks an arm only one side uses, or threads the
+       constant of exp's clamp through the code after it), and without AVX-512's masked ops
+       such a branch kept the loop scalar on AVX2 and SSE2 (gcc 12, -fopt-info-vec) */
+    static inline float tgbn_pick_f(int c, float a, float b) {
+        uint32_t ua, ub, m = 0u - (uint32_t)c;
+        memcpy(&ua, &a, 4);
+        memcpy(&ub, &b, 4);
+        ua = (ua & m) | (ub & ~m);
+        memcpy(&a, &ua, 4);
+        return a;
+    }
+
+    static inline double tgbn_pick_d(int c, double a, double b) {
+        uint64_t ua, ub, m = 0ull - (uint64_t)c;
+        memcpy(&ua, &a, 8);
+        memcpy(&ub, &b, 8);
+        ua = (ua & m) | (ub & ~m);
+        memcpy(&a, &ua, 8);
+        return a;
+    }
+
     /* exp(x) for x <= 0 or NaN */
     static inline float tgbn_exp_neg_f(float x) {
         const float magic = 12582912.0f;            /* 1.5 * 2^23: + magic rounds to an int */
         float t, n, r, p, s;
         uint32_t bits;
-        x = x < -104.0f ? -104.0f : x;               /* exp(-104) rounds to 0; NaN passes */
+        x = tgbn_pick_f(x < -104.0f, -104.0f, x);     /* exp(-104) rounds to 0; NaN passes */
         t = x * 1.44269504088896341f + magic;
         n = t - magic;                               /* round(x / ln2), in [-150, 0] */
         r = x - n * 0.693359375f;                    /* LN2_HI: 9 bits, so n * LN2_HI is exact */
@@ -56,7 +79,7 @@ cdef extern from *:
         const double magic = 6755399441055744.0;    /* 1.5 * 2^52 */
         double t, n, r, p, s;
         uint64_t bits;
-        x = x < -746.0 ? -746.0 : x;                 /* exp(-746) rounds to 0 */
+        x = tgbn_pick_d(x < -746.0, -746.0, x);       /* exp(-746) rounds to 0 */
         t = x * 1.4426950408889634 + magic;
         n = t - magic;                               /* in [-1077, 0] */
         r = x - n * 6.93147180369123816490e-01;      /* fdlibm's LN2_HI: 32 low bits zero */
@@ -86,13 +109,13 @@ cdef extern from *:
     static inline float tgbn_sigmoid_f(float x) {
         float e = tgbn_exp_neg_f(-fabsf(x));
         float s = 1.0f / (1.0f + e);
-        return x > 0.0f ? s : e * s;
+        return tgbn_pick_f(x > 0.0f, s, e * s);
     }
 
     static inline double tgbn_sigmoid_d(double x) {
         double e = tgbn_exp_neg_d(-fabs(x));
         double s = 1.0 / (1.0 + e);
-        return x > 0.0 ? s : e * s;
+        return tgbn_pick_d(x > 0.0, s, e * s);
     }
 
     /* tanh: (1 - e) / (1 + e), e = exp(-2|x|), where |x| >= 0.625 (1 - e > 0.7: no
@@ -108,7 +131,7 @@ cdef extern from *:
         p = p * u - 0.33333333172140362f;
         e = tgbn_exp_neg_f(-2.0f * a);
         big = (1.0f - e) / (1.0f + e);
-        return copysignf(a < 0.625f ? a + a * (u * p) : big, x);   /* odd: tanh(-0) = -0 */
+        return copysignf(tgbn_pick_f(a < 0.625f, a + a * (u * p), big), x);  /* tanh(-0) = -0 */
     }
 
     static inline double tgbn_tanh_d(double x) {
@@ -127,7 +150,7 @@ cdef extern from *:
         p = p * u - 0.33333333333333332938;
         e = tgbn_exp_neg_d(-2.0 * a);
         big = (1.0 - e) / (1.0 + e);
-        return copysign(a < 0.625 ? a + a * (u * p) : big, x);
+        return copysign(tgbn_pick_d(a < 0.625, a + a * (u * p), big), x);
     }
 
     /* relu: NaN <= 0 is false, so NaN is kept (PyTorch); -0 becomes +0 */
@@ -160,7 +183,8 @@ cdef extern from *:
         Py_ssize_t i;                                                                       \
         if (act == 2) { for (i = 0; i < n; i++) dx[i] = g[i] * o[i] * (1 - o[i]); }         \
         else if (act == 3) { for (i = 0; i < n; i++) dx[i] = g[i] * (1 - o[i] * o[i]); }    \
-        else if (act == 1) { for (i = 0; i < n; i++) dx[i] = o[i] <= 0 ? 0 : g[i]; }        \
+        else if (act == 1) {                                                                \
+            for (i = 0; i < n; i++) dx[i] = tgbn_pick_##S(o[i] <= 0, 0, g[i]); }           \
         else { for (i = 0; i < n; i++) dx[i] = g[i]; }                                      \
     }
     TGBN_BACKWARD(float, f) TGBN_BACKWARD(double, d)

@@ -6,7 +6,7 @@ valid input. It saves on ``self`` what ``backward`` needs; ``backward`` returns 
 per input, None where ``self.needs_input_grad`` says none is needed. Composite ops (mean,
 var, softmax, sqrt, dropout, cross_entropy ...) are built from these in ``tensor.py`` and
 ``functional.py`` and need no backward of their own. The heavy ones (matmul, linear,
-conv2d, max_pool2d, batch norm) call ``tinygrad_bn.kernels``.
+conv2d, max_pool2d, batch norm, relu/sigmoid/tanh) call ``tinygrad_bn.kernels``.
 
 A new op is one class here and one Tensor method (or ``functional`` function) that checks
 its arguments and calls ``Op.apply``.

@@ -1,6 +1,7 @@
 """Kernel dispatch: the one module that calls compiled code.
 
-Every heavy op (matmul, conv2d, max_pool2d, batch norm) goes through the functions here.
+Every heavy op (matmul, conv2d, max_pool2d, batch norm, activations) goes through the
+functions here.
 This door owns the array contract: float32/float64 of one dtype in native byte order,
 C-contiguous where a kernel needs it, and the shapes and tuples it passes on; what the user
 passed (eps, batch sizes, ...) is checked once where the user called (nn, F, Tensor).
