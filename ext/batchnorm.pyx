@@ -451,9 +451,7 @@ cdef void _act_cols(floating* y, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t 
                    int act) noexcept nogil:
     """y[r, j] = act(y[r, j]) over a strided matrix: the fused activation, run on a block or
     channel the forward has just written (still in cache), with elementwise's own loops."""
-    cdef Py_ssize_t r
-    for r in range(rows):
-        act_run(act, y + r * stride, <floating*> NULL, <floating*> NULL, 0, w, MODE_INPLACE)
+    act_run(act, y, <floating*> NULL, <floating*> NULL, 0, rows, w, stride, MODE_INPLACE)
 
 
 cdef void _forward_train(floating tag, const BN* a) noexcept nogil:

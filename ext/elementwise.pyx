@@ -33,7 +33,7 @@ cdef void _flat(floating tag, int act, floating* y, const floating* x, Py_ssize_
     cdef Py_ssize_t i, nchunk = (n + CHUNK - 1) // CHUNK
     for i in prange(nchunk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
         act_run(act, y + i * CHUNK, x + i * CHUNK if x != NULL else NULL, <floating*> NULL,
-                0, min(<Py_ssize_t> CHUNK, n - i * CHUNK), mode)
+                0, 1, min(<Py_ssize_t> CHUNK, n - i * CHUNK), 0, mode)
 
 
 cdef void _backward(floating tag, int act, floating* dx, const floating* g, const floating* o,
@@ -50,15 +50,15 @@ cdef void _backward(floating tag, int act, floating* dx, const floating* g, cons
 cdef void _bias_act(floating tag, int act, floating* y, const floating* bias, Py_ssize_t N,
                     Py_ssize_t C, Py_ssize_t L, int nt) noexcept nogil:
     """y = act(y + bias[c]) over y (N, C, L); rows of C (L == 1) or runs of L take the bias."""
-    cdef Py_ssize_t r, r0, i, rows
+    cdef Py_ssize_t r0, i, rows
     if L == 1:   # rows of C channels: the bias vector along each row
         rows = max(1, CHUNK // max(C, 1))
         for r0 in prange(0, N, rows, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            for r in range(r0, min(r0 + rows, N)):
-                act_run(act, y + r * C, <floating*> NULL, bias, 0, C, MODE_VECTOR)
+            act_run(act, y + r0 * C, <floating*> NULL, bias, 0, min(rows, N - r0), C, C,
+                    MODE_VECTOR)
     else:        # runs of L elements of one channel: one bias value each
         for i in prange(N * C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
-            act_run(act, y + i * L, <floating*> NULL, <floating*> NULL, bias[i % C], L,
+            act_run(act, y + i * L, <floating*> NULL, <floating*> NULL, bias[i % C], 1, L, 0,
                     MODE_SCALAR)
 
 
