@@ -573,7 +573,8 @@ cdef const void* _per_channel(str op, str arg, v, int t, Py_ssize_t C) except NU
 def batch_norm_forward_train(x, weight, bias, double eps, activation=None):
     """(y, mean, var, invstd): y = (x - mean) * invstd * weight + bias, var biased, per channel
     of x (N, C) or (N, C, L); with activation ('relu', 'sigmoid', 'tanh') y = activation(that),
-    fused into the same pass. Raises TypeError/ValueError."""
+    applied to each block of channels as soon as it is normalized (still in cache), bit-identical
+    to elementwise.activation_forward of the plain y. Raises TypeError/ValueError."""
     cdef BN a
     cdef int t = _setup("batch_norm", &a, x)
     a.act = act_code("batch_norm", activation)
