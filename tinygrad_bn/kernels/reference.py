@@ -202,15 +202,14 @@ def activation_backward(grad_out, out, activation):
     """dx from the forward's output: sigmoid g * out * (1 - out), tanh g * (1 - out^2), relu
     0 where out <= 0 else g (a select as PyTorch's: 0 even for an inf or NaN g, g where out is
     NaN)."""
-    if activation == "sigmoid":
-        dx = grad_out * out * (1 - out)
-    elif activation == "tanh":
-        dx = grad_out * (1 - out * out)
-    elif activation == "relu":
-        dx = np.where(out <= 0, grad_out.dtype.type(0), grad_out)
-    else:
-        dx = grad_out.copy()
-    return np.asarray(dx)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, silently (as PyTorch)
+        if activation == "sigmoid":
+            return np.asarray(grad_out * out * (1 - out))
+        if activation == "tanh":
+            return np.asarray(grad_out * (1 - out * out))
+    if activation == "relu":
+        return np.asarray(np.where(out <= 0, grad_out.dtype.type(0), grad_out))
+    return grad_out.copy()
 
 
 def bias_activation(y, bias, activation):
