@@ -519,6 +519,8 @@ def _output_slots(spec):
 
 def _fuse(steps, out_spec):
     """The plan's steps with each fusable (producer, activation) pair as one fused step."""
+    if not all(hasattr(step, "reads") for step in steps):
+        return list(steps)  # a kind of step that does not say what it reads: fuse nothing
     reads = {}
     for step in steps:
         for slot in step.reads:
