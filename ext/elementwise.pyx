@@ -23,7 +23,8 @@ cnp.import_array()
 
 cdef enum:
     CHUNK = 16384          # elements per piece of work a thread takes
-    MIN_PARALLEL = 65536   # elements; below this waking a second thread costs more than it saves
+    MIN_PARALLEL = 65536   # elements at which threads start (float32 sigmoid of 65536 on the Zen 5,
+                           # loaded: 20.0 us on 1 thread, 10.8 on 2; a lower bound is untested)
     MAX_NDIM = 64          # NumPy's NPY_MAXDIMS
 
 
