@@ -23,6 +23,7 @@ from libc.math cimport sqrt
 cimport numpy as cnp
 import numpy as np
 
+from _activations cimport ACT_NONE, MODE_INPLACE, act_code, act_run
 from _arrays cimport float_array, mask_bits, same_shape
 from _openmp cimport tgbn_max_threads
 
@@ -443,6 +444,14 @@ ctypedef struct BN:
     double eps
     Py_ssize_t n, C, L
     int nt                  # threads for this call
+    int act                 # forward: an activation applied to y (_activations.pxd ACT_*)
+
+
+cdef void _act_cols(floating* y, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t w,
+                   int act) noexcept nogil:
+    """y[r, j] = act(y[r, j]) over a strided matrix: the fused activation, run on a block or
+    channel the forward has just written (still in cache), with elementwise's own loops."""
+    act_run(act, y, <floating*> NULL, <floating*> NULL, 0, rows, w, stride, MODE_INPLACE)
 
 
 cdef void _forward_train(floating tag, const BN* a) noexcept nogil:
@@ -461,10 +470,14 @@ cdef void _forward_train(floating tag, const BN* a) noexcept nogil:
         for blk in prange(nblk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _train_cols(xp + blk * width, yp + blk * width, n, C, min(width, C - blk * width),
                         weight + blk * width, bias + blk * width, a.eps, stats + blk * width)
+            if a.act != ACT_NONE:
+                _act_cols(yp + blk * width, n, C, min(width, C - blk * width), a.act)
     else:
         for c in prange(C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _train_channel(xp + c * L, yp + c * L, n, L, C * L, weight[c], bias[c], a.eps,
                            stats + c, C)
+            if a.act != ACT_NONE:
+                _act_cols(yp + c * L, n, C * L, L, a.act)
 
 
 cdef void _backward(floating tag, const BN* a) noexcept nogil:
@@ -534,6 +547,7 @@ cdef int _setup(str op, BN* a, x) except -1:
     a.x = cnp.PyArray_DATA(xa)
     a.dy = a.weight = a.bias = a.mean = a.spread = a.y = a.stats = a.params = NULL
     a.eps = 0.0
+    a.act = ACT_NONE
     a.nt = tgbn_max_threads()
     return t
 
@@ -556,11 +570,14 @@ cdef const void* _per_channel(str op, str arg, v, int t, Py_ssize_t C) except NU
     return cnp.PyArray_DATA(<cnp.ndarray> v)
 
 
-def batch_norm_forward_train(x, weight, bias, double eps):
+def batch_norm_forward_train(x, weight, bias, double eps, activation=None):
     """(y, mean, var, invstd): y = (x - mean) * invstd * weight + bias, var biased, per channel
-    of x (N, C) or (N, C, L). Raises TypeError/ValueError."""
+    of x (N, C) or (N, C, L); with activation ('relu', 'sigmoid', 'tanh') y = activation(that),
+    applied to each block of channels as soon as it is normalized (still in cache), bit-identical
+    to elementwise.activation_forward of the plain y. Raises TypeError/ValueError."""
     cdef BN a
     cdef int t = _setup("batch_norm", &a, x)
+    a.act = act_code("batch_norm", activation)
     a.weight = _per_channel("batch_norm", "weight", weight, t, a.C)
     a.bias = _per_channel("batch_norm", "bias", bias, t, a.C)
     if a.C and a.n * a.L < 1:  # the kernels read each channel's first value

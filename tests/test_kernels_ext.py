@@ -18,7 +18,7 @@ K.require_extension()
 
 def _cases():
     """name -> a call that must raise TypeError or ValueError."""
-    from tinygrad_bn._ext import _config, batchnorm, conv2d, pool
+    from tinygrad_bn._ext import _config, batchnorm, conv2d, elementwise, pool
 
     f4 = np.ones((2, 3, 5, 5), np.float32)
     w4 = np.ones((4, 3, 3, 3), np.float32)
@@ -111,6 +111,35 @@ def _cases():
         "bn eval big-endian bias": lambda: batchnorm.batch_norm_forward_eval(
             x2, c3, c3, c3, c3.astype(">f8"), 1e-5
         ),
+        "bn bad activation": lambda: batchnorm.batch_norm_forward_train(x2, c3, c3, 1e-5, "gelu"),
+        # elementwise
+        "act not an array": lambda: elementwise.activation_forward([1.0], "relu"),
+        "act bad name": lambda: elementwise.activation_forward(x2, "gelu"),
+        "act big-endian": lambda: elementwise.activation_forward(x2.astype(">f8"), "relu"),
+        "act strided": lambda: elementwise.activation_forward(np.ones((4, 6))[:, ::2], "relu"),
+        "act int": lambda: elementwise.activation_forward(np.ones(3, np.int64), "relu"),
+        "act backward shape": lambda: elementwise.activation_backward(x2, c3, "sigmoid"),
+        "act backward long grad": lambda: elementwise.activation_backward(
+            np.ones(30), np.ones(3), "tanh"
+        ),
+        "act backward dtypes": lambda: elementwise.activation_backward(
+            x2.astype(np.float32), x2, "relu"
+        ),
+        "bias act short bias": lambda: elementwise.bias_activation(
+            x2.copy(), c3[:2].copy(), "relu"
+        ),
+        "bias act 2D bias": lambda: elementwise.bias_activation(x2.copy(), x2, "relu"),
+        "bias act 1D input": lambda: elementwise.bias_activation(c3.copy(), c3, "relu"),
+        "bias act 4D input": lambda: elementwise.bias_activation(f4.copy(), None, "relu"),
+        "bias act strided": lambda: elementwise.bias_activation(
+            np.ones((4, 6))[:, ::2], c3, "relu"
+        ),
+        "bias act read-only": lambda: elementwise.bias_activation(
+            np.frombuffer(bytes(96)).reshape(4, 3), c3, "relu"
+        ),
+        "bias act dtypes": lambda: elementwise.bias_activation(
+            x2.astype(np.float32), c3, "sigmoid"
+        ),
         # _config
         "threads 0": lambda: _config.set_num_threads(0),
         "threads 100000": lambda: _config.set_num_threads(100000),
@@ -143,7 +172,7 @@ def test_direct_calls_raise_never_crash():
     assert got.pop("threads unchanged") is True
     wrong = {k: v for k, v in got.items() if v not in ("TypeError", "ValueError")}
     assert not wrong, wrong
-    assert len(got) >= 45
+    assert len(got) >= 60
 
 
 @pytest.mark.parametrize("op", ["conv", "pool", "bn"])

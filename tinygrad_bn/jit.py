@@ -11,7 +11,9 @@ argument, an earlier result, or a constant array bound by identity (parameters, 
 
 A later call with the same signature replays the plan: each op's forward and backward runs on
 arrays again, in the recorded order, with the same arithmetic, so results (outputs,
-parameters, running statistics, optimizer state, gradients) are bit-identical to eager. There
+parameters, running statistics, optimizer state, gradients) are bit-identical to eager.
+One peephole pass fuses an activation into the op before it (see ``_fuse``): the same
+element functions in one pass instead of two, so the bits stay those of eager. There
 are no Tensor objects but the returned ones and the new ``.grad``s, no topological sort and no
 graph. A plan is used only while its *guards* hold: the same modules in the same train/eval
 mode, and every bound array still the ``.data`` of its Tensor (``model.double()`` records
@@ -424,6 +426,8 @@ def _op_step(cls, needs, ins, static, dynamic, o, k):
         if k >= 0:
             run.ctxs[k] = ctx
 
+    step.op = (cls, needs, ins, static, dynamic, o, k)  # what _fuse reads
+    step.reads = ins + tuple([slot for _, slot in dynamic])
     return step
 
 
@@ -443,6 +447,9 @@ def _host_step(fn, spec, kspec, o):
         if o >= 0:
             run.buf[o] = result
 
+    step.reads = tuple([v for kind, v in spec if kind != _CONST and v >= 0]) + tuple(
+        [v for _, kind, v in kspec if kind != _CONST and v >= 0]
+    )
     return step
 
 
@@ -450,6 +457,7 @@ def _seed_step(root, g):
     def step(run):
         run.buf[g] = np.ones_like(run.buf[root])
 
+    step.reads = (root,)
     return step
 
 
@@ -467,6 +475,7 @@ def _backward_step(k, g, routes, route):
         for j, dst, first in routes:
             buf[dst] = grads[j] if first else buf[dst] + grads[j]
 
+    step.reads = (g,)  # gradient slots: never an op's output
     return step
 
 
@@ -479,6 +488,94 @@ def _leaf_step(g, leaf, pos):
         t._accumulate(run.buf[g], run.claimed)
         run.buf[g] = None
 
+    step.reads = (g,)
+    return step
+
+
+# ---------------------------------------------------------------- fusion
+# The rule, in one place: an op step whose class has `fuses_activation` (Affine, Convolution,
+# BatchNormTrain) and an activation step (ops._Activation: a class with an `activation` name)
+# whose only input is the first step's output become one step, at the first one's place, when
+# nothing else reads that output: no other step, host call or return value (its array is
+# overwritten in place). Steps in between (BatchNorm's batch counter) do not read it, so
+# running the activation earlier changes nothing they see. The fused step runs the
+# producer's forward with activation=..., which applies the same element function in the
+# producer's last pass (bias add, normalization), and fills both ops' contexts, so the
+# recorded backward steps run unchanged. Results are bit-identical to the unfused steps
+# (tests/test_jit_fusion.py); nothing else in the plan changes.
+
+
+def _output_slots(spec):
+    kind = spec[0]
+    if kind == "tensor":
+        yield spec[1]
+    elif kind == "dict":
+        for _, s in spec[1]:
+            yield from _output_slots(s)
+    elif kind not in ("none", "arg", "const"):
+        for s in spec[1]:
+            yield from _output_slots(s)
+
+
+def _fuse(steps, out_spec):
+    """The plan's steps with each fusable (producer, activation) pair as one fused step."""
+    if not all(hasattr(step, "reads") for step in steps):
+        return list(steps)  # a kind of step that does not say what it reads: fuse nothing
+    reads = {}
+    for step in steps:
+        for slot in step.reads:
+            reads[slot] = reads.get(slot, 0) + 1
+    for slot in _output_slots(out_spec):
+        reads[slot] = reads.get(slot, 0) + 1
+    consumer = {}  # slot -> index of the activation step that is its only reader
+    for j, step in enumerate(steps):
+        op = getattr(step, "op", None)
+        if op is not None and isinstance(getattr(op[0], "activation", None), str):
+            ins, static, dynamic = op[2], op[3], op[4]
+            if len(ins) == 1 and not static and not dynamic and reads.get(ins[0]) == 1:
+                consumer[ins[0]] = j
+    fused, dropped = [], set()
+    for i, step in enumerate(steps):
+        if i in dropped:
+            continue
+        op = getattr(step, "op", None)
+        j = consumer.get(op[5], -1) if op is not None else -1
+        if j > i and getattr(op[0], "fuses_activation", False):
+            fused.append(_fused_step(op, steps[j].op))
+            dropped.add(j)
+        else:
+            fused.append(step)
+    return fused
+
+
+def _fused_step(producer, activation):
+    cls, needs, ins, static, dynamic, _, k = producer
+    act_cls, act_needs, _, _, _, o, act_k = activation
+    forward, ndarray, asarray = cls.forward, np.ndarray, np.asarray
+    static = dict(static, activation=act_cls.activation)
+
+    def step(run):
+        buf = run.buf
+        ctx = cls()
+        ctx.needs_input_grad = needs
+        params = static
+        if dynamic:
+            params = dict(static)
+            for name, slot in dynamic:
+                params[name] = buf[slot]
+        out = forward(ctx, *[buf[i] for i in ins], **params)
+        buf[o] = out = out if type(out) is ndarray else asarray(out)
+        if k >= 0:
+            run.ctxs[k] = ctx
+        if act_k >= 0:
+            act = act_cls()
+            act.needs_input_grad = act_needs
+            act.out = out  # all an activation keeps (ops._Activation)
+            run.ctxs[act_k] = act
+
+    step.op = None  # a fused step is not fused again
+    step.fused = (cls, act_cls)
+    step.reads = ins + tuple([slot for _, slot in dynamic])
     return step
 
 
@@ -486,7 +583,7 @@ class _Plan:
     __slots__ = ("steps", "template", "nctx", "arg_slots", "guards", "modules", "out")
 
     def __init__(self, rec, guards, out):
-        self.steps = tuple(rec.steps)
+        self.steps = tuple(_fuse(rec.steps, out))
         self.template = [None] * len(rec.run.buf)
         for slot, a in rec.consts.items():
             self.template[slot] = a

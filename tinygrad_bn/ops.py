@@ -6,7 +6,7 @@ valid input. It saves on ``self`` what ``backward`` needs; ``backward`` returns 
 per input, None where ``self.needs_input_grad`` says none is needed. Composite ops (mean,
 var, softmax, sqrt, dropout, cross_entropy ...) are built from these in ``tensor.py`` and
 ``functional.py`` and need no backward of their own. The heavy ones (matmul, linear,
-conv2d, max_pool2d, batch norm) call ``tinygrad_bn.kernels``.
+conv2d, max_pool2d, batch norm, relu/sigmoid/tanh) call ``tinygrad_bn.kernels``.
 
 A new op is one class here and one Tensor method (or ``functional`` function) that checks
 its arguments and calls ``Op.apply``.
@@ -246,37 +246,43 @@ class Sign(Function):
         return (np.zeros_like(grad),)  # piecewise constant, as PyTorch
 
 
-class Relu(Function):
+class _Activation(Function):
+    """y = act(x) elementwise in one compiled pass; backward from the saved output alone.
+
+    `out` is all the state an activation keeps, so tg.jit can fuse one into the op that
+    produced its input (jit._fuse: Affine, Convolution, BatchNormTrain with activation=...)
+    and fill this context from the fused output, bit-identical to running it unfused.
+    """
+
+    activation = None  # the kernels' name: "relu", "sigmoid", "tanh"
+
     def forward(self, x):
-        self.mask = x > 0
-        return np.where(self.mask, x, x.dtype.type(0))
-
-    def backward(self, grad):
-        return (grad * self.mask,)
-
-
-class Sigmoid(Function):
-    def forward(self, x):
-        # 1 / (1 + exp(-x)): for x << 0 exp overflows to inf and the result is exactly 0,
-        # the correctly rounded value, so the overflow warning is noise
-        out = np.negative(x, out=np.empty_like(x))
-        with np.errstate(over="ignore"):
-            np.exp(out, out=out)
-        out += 1
-        self.out = np.reciprocal(out, out=out)
+        self.out = kernels.activation_forward(x, self.activation)
         return self.out
 
     def backward(self, grad):
-        return (grad * self.out * (1 - self.out),)
+        return (kernels.activation_backward(grad, self.out, self.activation),)
 
 
-class Tanh(Function):
+class Relu(_Activation):
+    """max(x, 0), NaN kept (PyTorch); integer tensors too (no gradient)."""
+
+    activation = "relu"
+
     def forward(self, x):
-        self.out = np.tanh(x)
-        return self.out
+        if x.dtype.kind != "f":
+            return np.maximum(x, x.dtype.type(0))
+        return super().forward(x)
 
-    def backward(self, grad):
-        return (grad * (1 - self.out * self.out),)
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x)): exactly 0 and 1 far out, no overflow (see ext/_activations.pxd)."""
+
+    activation = "sigmoid"
+
+
+class Tanh(_Activation):
+    activation = "tanh"
 
 
 # ================================================================ reductions
@@ -486,12 +492,16 @@ class Affine(Function):
     own layout. The bias is optional: ``apply(x, weight)`` or ``apply(x, weight, bias)``.
     """
 
-    def forward(self, x, weight, bias=None):
+    fuses_activation = True  # tg.jit may pass activation=: see _Activation
+
+    def forward(self, x, weight, bias=None, activation=None):
         self.has_bias = bias is not None
         self.x2 = x.reshape(-1, x.shape[-1])
         self.x_shape, self.weight = x.shape, weight
         y = kernels.matmul(self.x2, weight.T)
-        if self.has_bias:
+        if activation is not None:  # the bias and the activation in one pass over y
+            y = kernels.bias_activation(y, bias, activation)
+        elif self.has_bias:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
@@ -624,10 +634,17 @@ class BinaryCrossEntropy(Function):
 class Convolution(Function):
     """F.conv2d's op: cross-correlation of (N, C, H, W) with (O, C, KH, KW), optional bias."""
 
-    def forward(self, x, weight, bias=None, *, stride, padding):
+    fuses_activation = True  # tg.jit may pass activation=: see _Activation
+
+    def forward(self, x, weight, bias=None, *, stride, padding, activation=None):
         self.has_bias = bias is not None
         self.x, self.weight, self.stride, self.padding = x, weight, stride, padding
         out = kernels.conv2d_forward(x, weight, stride, padding)
+        if activation is not None:  # the bias and the activation in one pass over out
+            n, o, oh, ow = out.shape
+            return kernels.bias_activation(out.reshape(n, o, oh * ow), bias, activation).reshape(
+                out.shape
+            )
         if self.has_bias:
             out += bias.reshape(1, -1, 1, 1)
         return out
@@ -736,10 +753,24 @@ class BatchNormTrain(Function):
     `momentum`, and the variance fed to running_var is the unbiased m/(m-1) var_B.
     """
 
-    def forward(self, x, weight, bias, eps, running_mean=None, running_var=None, momentum=0.1):
+    fuses_activation = True  # tg.jit may pass activation=: see _Activation
+
+    def forward(
+        self,
+        x,
+        weight,
+        bias,
+        eps,
+        running_mean=None,
+        running_var=None,
+        momentum=0.1,
+        activation=None,
+    ):
         self.shape = x.shape
         self.x = _channels_last_dim(x)
-        y, mean, var, invstd = kernels.batch_norm_forward_train(self.x, weight, bias, eps)
+        y, mean, var, invstd = kernels.batch_norm_forward_train(
+            self.x, weight, bias, eps, activation
+        )
         self.weight, self.mean, self.invstd = weight, mean, invstd
         m = x.size // x.shape[1]
         if running_mean is not None:

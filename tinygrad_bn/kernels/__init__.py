@@ -1,6 +1,7 @@
 """Kernel dispatch: the one module that calls compiled code.
 
-Every heavy op (matmul, conv2d, max_pool2d, batch norm) goes through the functions here.
+Every heavy op (matmul, conv2d, max_pool2d, batch norm, activations) goes through the
+functions here.
 This door owns the array contract: float32/float64 of one dtype in native byte order,
 C-contiguous where a kernel needs it, and the shapes and tuples it passes on; what the user
 passed (eps, batch sizes, ...) is checked once where the user called (nn, F, Tensor).
@@ -38,9 +39,12 @@ KERNELS = (
     "cross_entropy_backward",
     "sgd_step",
     "adam_step",
+    "activation_forward",
+    "activation_backward",
+    "bias_activation",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
-_EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim")
+_EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim", "elementwise")
 
 
 def _load_extension():
@@ -424,17 +428,20 @@ def _check_bn(op, x, **per_channel):
             raise ValueError(f"{op}: {arg}: expected shape ({c},) (got {v.shape})")
 
 
-def batch_norm_forward_train(x, weight, bias, eps):
+def batch_norm_forward_train(x, weight, bias, eps, activation=None):
     """(y, mean, var, invstd) over x (N, C) or (N, C, L); var is the biased batch variance.
 
-    A NaN in a channel gives that channel NaN statistics (as PyTorch).
+    A NaN in a channel gives that channel NaN statistics (as PyTorch). With an activation
+    ('relu', 'sigmoid', 'tanh'), y is activation(batch norm) from the same pass, bit-identical
+    to activation_forward of the plain y.
     """
     _check_bn("batch_norm", x, weight=weight, bias=bias)
+    _check_activation("batch_norm", activation)
     if x.shape[1] and x.size == 0:  # the kernels read each channel's first value
         raise ValueError(
             f"batch_norm: input: expected at least 1 value per channel (got shape {x.shape})"
         )
-    return _impl("batch_norm_forward_train")(_c(x), _c(weight), _c(bias), float(eps))
+    return _impl("batch_norm_forward_train")(_c(x), _c(weight), _c(bias), float(eps), activation)
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
@@ -622,3 +629,60 @@ def adam_step(
         bool(maximize),
         bool(decoupled_weight_decay),
     )
+
+
+# ---------------------------------------------------------------- activations
+# Elementwise: any shape; one element's result never depends on another's, on its position
+# or on the thread count, so fused (bias_activation, batch_norm_forward_train(activation=))
+# and unfused calls give the same bits.
+
+_ACTIVATIONS = (None, "relu", "sigmoid", "tanh")
+
+
+def _cn(a):
+    """C-contiguous, any ndim (np.ascontiguousarray makes a 0-d array 1-d)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _check_activation(op, activation):
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"{op}: activation: expected None, 'relu', 'sigmoid' or 'tanh' (got {activation!r})"
+        )
+
+
+def activation_forward(x, activation):
+    """activation(x) elementwise, a new array: 'relu' (NaN kept), 'sigmoid', 'tanh'."""
+    _check_float("activation_forward", input=x)
+    _check_activation("activation_forward", activation)
+    return _impl("activation_forward")(_cn(x), activation)
+
+
+def activation_backward(grad_out, out, activation):
+    """dx of activation_forward from its output `out` (sigmoid, tanh) or its sign (relu)."""
+    _check_float("activation_backward", grad_out=grad_out, out=out)
+    _check_activation("activation_backward", activation)
+    if grad_out.shape != out.shape:
+        raise ValueError(
+            f"activation_backward: grad_out: expected shape {out.shape} (got {grad_out.shape})"
+        )
+    return _impl("activation_backward")(_cn(grad_out), _cn(out), activation)
+
+
+def bias_activation(y, bias, activation):
+    """activation(y + bias[c]) over y (N, C) or (N, C, L) with bias (C,) or None: in y's own
+    memory when y is C-contiguous and writeable (a GEMM's fresh result), else in a copy;
+    returns the array holding the result."""
+    if bias is None:
+        _check_float("bias_activation", input=y)
+    else:
+        _check_float("bias_activation", input=y, bias=bias)
+    _check_activation("bias_activation", activation)
+    _check_ndim("bias_activation", "input", y, (2, 3))
+    if bias is not None and bias.shape != (y.shape[1],):
+        raise ValueError(
+            f"bias_activation: bias: expected shape ({y.shape[1]},) (got {bias.shape})"
+        )
+    if not (y.flags.c_contiguous and y.flags.writeable):
+        y = np.array(y, order="C")
+    return _impl("bias_activation")(y, None if bias is None else _c(bias), activation)

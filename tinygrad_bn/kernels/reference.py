@@ -129,8 +129,9 @@ def _channel_view(x):
     return (0, 2), (1, x.shape[1], 1)
 
 
-def batch_norm_forward_train(x, weight, bias, eps):
-    """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64."""
+def batch_norm_forward_train(x, weight, bias, eps, activation=None):
+    """(y, mean, var, invstd): Algorithm 1 with the biased batch variance, stats in float64;
+    y goes through `activation` (None, 'relu', 'sigmoid', 'tanh') when one is given."""
     axes, cshape = _channel_view(x)
     x64 = x.astype(np.float64)
     m = x.size // x.shape[1] if x.shape[1] else 0
@@ -141,7 +142,10 @@ def batch_norm_forward_train(x, weight, bias, eps):
     scale = (weight * invstd).reshape(cshape)
     y = (x64 - mean.reshape(cshape)) * scale + bias.reshape(cshape)
     dt = x.dtype
-    return y.astype(dt), mean.astype(dt), var.astype(dt), invstd.astype(dt)
+    y = y.astype(dt)
+    if activation is not None:
+        y = activation_forward(y, activation)
+    return y, mean.astype(dt), var.astype(dt), invstd.astype(dt)
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
@@ -292,3 +296,50 @@ def adam_step(
         denom = np.sqrt(v) / math.sqrt(1 - beta2**t)
         denom += eps
         p -= (lr / (1 - beta1**t)) * (m / denom)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def activation_forward(x, activation):
+    """activation(x) elementwise: 'relu' (NaN kept, as PyTorch), 'sigmoid', 'tanh'; None: a copy.
+    Always an ndarray of x's shape (a 0-d one too: NumPy would return a scalar)."""
+    out = np.empty_like(x)
+    if activation == "relu":
+        np.copyto(out, np.where((x > 0) | np.isnan(x), x, x.dtype.type(0)))
+    elif activation == "tanh":
+        np.tanh(x, out=out)
+    elif activation == "sigmoid":
+        # 1 / (1 + exp(-x)): for x << 0 exp overflows to inf and the result is exactly 0
+        np.negative(x, out=out)
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    else:
+        np.copyto(out, x)
+    return out
+
+
+def activation_backward(grad_out, out, activation):
+    """dx from the forward's output: sigmoid g * out * (1 - out), tanh g * (1 - out^2), relu
+    0 where out <= 0 else g (a select as PyTorch's: 0 even for an inf or NaN g, g where out is
+    NaN)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 is NaN, silently (as PyTorch)
+        if activation == "sigmoid":
+            return np.asarray(grad_out * out * (1 - out))
+        if activation == "tanh":
+            return np.asarray(grad_out * (1 - out * out))
+    if activation == "relu":
+        return np.asarray(np.where(out <= 0, grad_out.dtype.type(0), grad_out))
+    return grad_out.copy()
+
+
+def bias_activation(y, bias, activation):
+    """y = activation(y + bias[c]) in place over y (N, C) or (N, C, L), bias (C,) or None;
+    returns y."""
+    if bias is not None:
+        y += bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+    if activation is not None:
+        y[...] = activation_forward(y, activation)
+    return y
