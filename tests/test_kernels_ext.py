@@ -4,10 +4,8 @@ bounds. Short tuples crashed the process before they were checked, so every case
 one child process (python this_file.py), which reports per case what was raised.
 """
 
-import json
-import subprocess
-import sys
 
+import direct_calls
 import numpy as np
 import pytest
 
@@ -149,29 +147,10 @@ def _cases():
     }
 
 
-def _child():
-    """Run every case; print {name: exception class name or 'no error'} as JSON."""
-    from tinygrad_bn._ext import _config
-
-    before = _config.get_num_threads()
-    out = {}
-    for name, call in _cases().items():
-        try:
-            call()
-            out[name] = "no error"
-        except Exception as e:  # noqa: BLE001 - the type is what the parent checks
-            out[name] = type(e).__name__
-    out["threads unchanged"] = _config.get_num_threads() == before
-    print(json.dumps(out))
-
-
 def test_direct_calls_raise_never_crash():
-    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"child crashed (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = direct_calls.run(__file__)
     assert got.pop("threads unchanged") is True
-    wrong = {k: v for k, v in got.items() if v not in ("TypeError", "ValueError")}
-    assert not wrong, wrong
+    assert not direct_calls.not_raised_cleanly(got), got
     assert len(got) >= 60
 
 
@@ -209,4 +188,8 @@ def test_door_passes_strided_arrays_as_contiguous_copies():
 
 
 if __name__ == "__main__":
-    _child()
+    from tinygrad_bn._ext import _config
+
+    before = _config.get_num_threads()
+    unchanged = {"threads unchanged": lambda: _config.get_num_threads() == before}
+    direct_calls.report(_cases(), **unchanged)

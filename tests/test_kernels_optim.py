@@ -3,10 +3,8 @@ torch.optim, the door's fallback for arrays the kernel cannot take, and direct c
 compiled functions past the door (in a child process): bad arguments raise before anything
 changes."""
 
-import json
-import subprocess
-import sys
 
+import direct_calls
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -297,25 +295,11 @@ def _cases():
     }
 
 
-def _child():
-    out = {}
-    for name, call in _cases().items():
-        try:
-            call()
-            out[name] = "no error"
-        except Exception as e:  # noqa: BLE001 - the type is what the parent checks
-            out[name] = type(e).__name__
-    print(json.dumps(out))
-
-
 def test_direct_calls_raise_never_crash():
-    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"child crashed (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    wrong = {k: v for k, v in got.items() if v not in ("TypeError", "ValueError")}
-    assert not wrong, wrong
+    got = direct_calls.run(__file__)
+    assert not direct_calls.not_raised_cleanly(got), got
     assert len(got) == len(_cases())
 
 
 if __name__ == "__main__":
-    _child()
+    direct_calls.report(_cases())

@@ -549,33 +549,23 @@ def _fuse(steps, out_spec):
 
 
 def _fused_step(producer, activation):
+    """The producer's step with activation= (the activation's output slot), then the
+    activation's context, filled as its forward would have."""
     cls, needs, ins, static, dynamic, _, k = producer
     act_cls, act_needs, _, _, _, o, act_k = activation
-    forward, ndarray, asarray = cls.forward, np.ndarray, np.asarray
-    static = dict(static, activation=act_cls.activation)
+    produce = _op_step(cls, needs, ins, dict(static, activation=act_cls.activation), dynamic, o, k)
 
     def step(run):
-        buf = run.buf
-        ctx = cls()
-        ctx.needs_input_grad = needs
-        params = static
-        if dynamic:
-            params = dict(static)
-            for name, slot in dynamic:
-                params[name] = buf[slot]
-        out = forward(ctx, *[buf[i] for i in ins], **params)
-        buf[o] = out = out if type(out) is ndarray else asarray(out)
-        if k >= 0:
-            run.ctxs[k] = ctx
+        produce(run)
         if act_k >= 0:
             act = act_cls()
             act.needs_input_grad = act_needs
-            act.out = out  # all an activation keeps (ops._Activation)
+            act.out = run.buf[o]  # all an activation keeps (ops._Activation)
             run.ctxs[act_k] = act
 
     step.op = None  # a fused step is not fused again
     step.fused = (cls, act_cls)
-    step.reads = ins + tuple([slot for _, slot in dynamic])
+    step.reads = produce.reads
     return step
 
 
