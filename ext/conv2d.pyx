@@ -4,7 +4,8 @@ for NCHW arrays.
 The forward and dx are im2col + a matrix product, one image at a time: for few output rows
 (the claims net's 8 and 16 channels, dx's 72 im2col rows) the register-blocked tgbn_nn,
 else the packed GEMM of gemm.pxd. dW (and db) is its own kernel (tgbn_dw_nt): O x CKK dot
-products of dy rows with im2col rows, which both run along the summed axis. With at least
+products of dy rows with im2col rows, which both run along the summed axis, while their
+vector sums fit DW_ACC; bigger layers take the GEMM per image. With at least
 two runs of images and enough work, threads take runs dynamically (each with its own column
 buffers); dW is summed per fixed run of images and the runs are added in order, so the bits
 do not depend on the thread count. Otherwise the GEMM itself is threaded. im2col for stride
@@ -433,8 +434,13 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
     cdef bint per_image = nt > 1 and nchunk > 1 and N * O * P * CKK >= PAR_MIN_WORK
     cdef int nbuf = nt if per_image else 1
     cdef bint small = (per_image or nt == 1) and few_rows(CKK, P, O, sizeof(floating))
-    # the sums stay vectors through a run when they fit DW_ACC (bits depend on the shape only)
+    # the sums stay vectors through a run when they fit DW_ACC (bits depend on the shape only);
+    # bigger layers take gemm.pxd's register-blocked GEMM per image instead: the dot-product
+    # kernel's lane sums, added after every call, ran 2.5x slower than the GEMM on 32->64
+    # channels 14x14 (Zen 5), while the claims net's 8 and 16 channels gain from them
     cdef bint vec = O * R * L * <Py_ssize_t> sizeof(floating) <= DW_ACC
+    # the GEMM transposes one (X, P) operand while packing: the smaller one (dW or dW^T)
+    cdef bint dw_rows = R < O
     cdef Py_ssize_t ch
     cdef int t, failed = 0
     cdef int* fail = &failed
@@ -483,7 +489,17 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
                     for k in range(n1 - n0):
                         im2col(x + (n0 + k) * C * H * W, C, H, W, KH, KW, sh, sw, ph, pw,
                                OH, OW, cbuf + k * R * P)
-                dw_nt(O, R, P, n1 - n0, dy + n0 * O * P, cbuf, abuf, pp)
+                if vec:
+                    dw_nt(O, R, P, n1 - n0, dy + n0 * O * P, cbuf, abuf, pp)
+                    continue
+                for k in range(n1 - n0):  # pp (O, R), or (R, O) when dw_rows is off, +=
+                    if dw_rows:
+                        if gemm(O, R, P, dy + (n0 + k) * O * P, P, 1, cbuf + k * R * P, 1, P,
+                                pp, R, True, not per_image) < 0:
+                            fail[0] = 1
+                    elif gemm(R, O, P, cbuf + k * R * P, P, 1, dy + (n0 + k) * O * P, 1, P,
+                              pp, O, True, not per_image) < 0:
+                        fail[0] = 1
             for r in range(O * R if vec else 0):  # each sum's lanes, in lane order
                 pp[r] = abuf[r * L]
                 for q in range(1, L):
@@ -500,7 +516,7 @@ cdef int _conv_backward(floating tag, const Conv* a) noexcept nogil:
     if sums:
         for k in range(O):
             for r in range(R):
-                pp = part + k * R + r
+                pp = part + (k * R + r if vec or dw_rows else r * O + k)
                 for ch in range(1, nchunk):
                     pp[0] += pp[ch * O * R]
                 if dw != NULL and r < CKK:

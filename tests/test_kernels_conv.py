@@ -87,12 +87,13 @@ def test_conv2d_matches_reference(threads, case, dtype, lx, lw, lg, seed):
 @pytest.mark.parametrize(
     "n,c,hw,o",
     [(64, 1, 28, 32), (8, 32, 14, 64), (1, 3, 9, 33), (5, 7, 6, 1), (3, 2, 1, 3), (2, 3, 2, 5)]
-    + [(60, 1, 28, 8), (60, 8, 14, 16), (3, 64, 3, 64), (2, 64, 5, 64)],
+    + [(60, 1, 28, 8), (60, 8, 14, 16), (3, 64, 3, 64), (2, 64, 5, 64), (3, 8, 5, 256)],
 )
 def test_conv2d_benchmark_shapes(threads, n, c, hw, o):
     """The benchmark's layers (k3 p1: the flat-shift im2col), a single image (the GEMM-threaded
     path) and 1x1 / 2x2 maps where most of each window is padding; the claims net's layers;
-    64x64 channels, whose dW sums no longer stay vectors through a run (DW_ACC)."""
+    64x64 and 8->256 channels, whose dW sums would not stay vectors through a run (DW_ACC):
+    the GEMM takes them, as dW^T and as dW."""
     rng = np.random.default_rng(n * c + o)
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((n, c, hw, hw)).astype(dtype)
@@ -119,14 +120,15 @@ def test_conv2d_deterministic(threads):
                 np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("n", [60, 5, 1])
-def test_conv2d_backward_bits_do_not_depend_on_thread_count(n):
+@pytest.mark.parametrize("n,c,o", [(60, 8, 16), (5, 8, 16), (1, 8, 16), (20, 32, 64), (9, 8, 256)])
+def test_conv2d_backward_bits_do_not_depend_on_thread_count(n, c, o):
     """dW and db are summed over fixed runs of images, the runs in order: 1 and 2 threads give
-    the same bits (the claims net's second layer; 196 outputs per image leave a ragged vector)."""
+    the same bits (the claims net's second layer; 196 outputs per image leave a ragged vector;
+    32->64 and 8->256 channels take the GEMM in its two orientations)."""
     rng = np.random.default_rng(n)
-    x = rng.standard_normal((n, 8, 14, 14)).astype(np.float32)
-    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((n, 16, 14, 14)).astype(np.float32)
+    x = rng.standard_normal((n, c, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((n, o, 14, 14)).astype(np.float32)
     before = K.get_num_threads()
     try:
         got = []

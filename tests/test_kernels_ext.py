@@ -4,7 +4,6 @@ bounds. Short tuples crashed the process before they were checked, so every case
 one child process (python this_file.py), which reports per case what was raised.
 """
 
-
 import direct_calls
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ tg.gradcheck; its label check (the only one on F.cross_entropy's fast path, so i
 on both backends and on tg.jit replays); direct calls of the compiled functions, past the
 door, in a child process: bad arguments raise, never read out of bounds."""
 
-
 import direct_calls
 import numpy as np
 import pytest

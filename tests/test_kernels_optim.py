@@ -3,7 +3,6 @@ torch.optim, the door's fallback for arrays the kernel cannot take, and direct c
 compiled functions past the door (in a child process): bad arguments raise before anything
 changes."""
 
-
 import direct_calls
 import numpy as np
 import pytest
