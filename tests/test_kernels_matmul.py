@@ -148,6 +148,37 @@ def test_matmul_batched_strided_batch_axis(threads):
     check(a, b, K.matmul(a, b))
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    m=st.one_of(st.integers(1, 40), st.sampled_from([MR, 2 * MR + 1, 60, 100])),
+    k=st.one_of(st.integers(1, 70), st.sampled_from([KC - 1, KC + 3])),
+    panels=st.integers(0, 3),
+    tail=st.integers(1, max(1, NH // 2)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    la=st.sampled_from(LAYOUTS),
+    lb=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matmul_narrow_last_panel(threads, m, k, panels, tail, dtype, la, lb, seed):
+    """N % NR <= NH / 2 (N = 100 = 3 * 32 + 4): the edge kernels take those columns, dot
+    products for A with contiguous rows ("c"), vectors down the rows for contiguous columns
+    ("f"), the tiles otherwise; k past KC adds a second K slice into the same columns."""
+    rng = np.random.default_rng(seed)
+    n = panels * NR + tail
+    a0, b0 = random(rng, (m, k), dtype), random(rng, (k, n), dtype)
+    check(a0, b0, K.matmul(layout(a0, la), layout(b0, lb)))
+
+
+@pytest.mark.parametrize("la", ["c", "f"])
+@pytest.mark.parametrize("lb", ["c", "f"])
+def test_matmul_narrow_last_panel_threaded(threads, la, lb):
+    """Enough work to thread over the tiles: the edge columns are one more work item."""
+    rng = np.random.default_rng(7)
+    for m, k, n in [(150, 200, 3 * NR + 1), (90, KC + 20, 2 * NR + max(1, NH // 2))]:
+        a0, b0 = random(rng, (m, k), np.float32), random(rng, (k, n), np.float32)
+        check(a0, b0, K.matmul(layout(a0, la), layout(b0, lb)))
+
+
 @pytest.mark.parametrize("m,k,n,lay", MLP)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_mlp_shapes(threads, m, k, n, lay, dtype):
