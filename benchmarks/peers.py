@@ -13,7 +13,9 @@ Everything runs on 1 thread (our kernels, NumPy's BLAS through threadpoolctl, to
 Each implementation is timed in blocks of --calls steps after a warm-up; the blocks of all
 implementations alternate --blocks times and the table shows the median block. "first call"
 is the time of the first step (recording, tracing or compiling included). Ratios are the
-other's time over tinygrad_bn jit's (> 1: ours is faster).
+other's time over tinygrad_bn jit's (> 1: ours is faster). For Figure 1 "FLOP floor" is the
+step's 26.4 MFLOP of matrix products at the rate NumPy's BLAS reaches on 1024^3 in the same
+blocks, and the last line says how far tg jit is from it (issue 14's moonshot: 1.6x).
 """
 
 import argparse
@@ -304,8 +306,26 @@ def _build(impl, case):
     return _numpy_step(case)
 
 
+def mlp_step_flops(sizes=(784, 100, 100, 100, 10), batch=BATCH):
+    """Multiply-add FLOPs (2 per multiply-add) of one Figure 1 training step's matrix products:
+    every layer's forward and weight gradient, and the input gradient of all but the first
+    (the data needs none). Bias, activations, BatchNorm and the loss are left out: O(B*n)."""
+    flops = 0
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        flops += 2 * batch * n_in * n_out * (2 if i == 0 else 3)
+    return flops
+
+
+def _blas_1024(rng=np.random.default_rng(1)):
+    """One 1024^3 float32 product through NumPy's BLAS: the rate the FLOP floor is taken at."""
+    a, b = (rng.random((1024, 1024), dtype=np.float32) for _ in range(2))
+    return lambda: a @ b
+
+
 def measure(case, impls, blocks, calls):
-    """{impl: (first call s, median s per step)} for one case, blocks interleaved."""
+    """{impl: (first call s, median s per step)} for one case, blocks interleaved. For the
+    MLP cases "FLOP floor" is the step's FLOPs at the rate NumPy's BLAS reaches on 1024^3 in
+    the same blocks (3 products per block)."""
     data = _batches(case[0])
     steps, first, times = {}, {}, {}
     for impl in impls:
@@ -322,13 +342,24 @@ def measure(case, impls, blocks, calls):
         for x, y in data * 3:  # warm-up: every batch, past any second-call specialisation
             fn(x, y)
         steps[impl], times[impl] = fn, []
+    floor = [] if not case[0] else None
+    big = _blas_1024()
     for _ in range(blocks):
         for impl, fn in steps.items():
             t0 = time.perf_counter()
             for i in range(calls):
                 fn(*data[i % len(data)])
             times[impl].append((time.perf_counter() - t0) / calls)
-    return {impl: (first[impl], statistics.median(times[impl])) for impl in steps}
+        if floor is not None:
+            t0 = time.perf_counter()
+            for _ in range(3):
+                big()
+            rate = 3 * 2 * 1024**3 / (time.perf_counter() - t0)
+            floor.append(mlp_step_flops() / rate)
+    res = {impl: (first[impl], statistics.median(times[impl])) for impl in steps}
+    if floor:
+        res["FLOP floor"] = (0.0, statistics.median(floor))
+    return res
 
 
 CASES = {
@@ -378,7 +409,15 @@ def main(argv=None):
         ref = res.get("tg jit", (None, None))[1]
         for impl, (first, median) in res.items():
             ratio = f"{median / ref:.2f}x" if ref else "n/a"
-            print(f"{name:<10} {impl:<14} {median * 1e3:9.3f} {ratio:>10} {first:10.3f}s")
+            when = f"{first:10.3f}s" if impl != "FLOP floor" else f"{'':>11}"
+            print(f"{name:<10} {impl:<14} {median * 1e3:9.3f} {ratio:>10} {when}")
+        if ref and "FLOP floor" in res:
+            floor = res["FLOP floor"][1]
+            print(
+                f"{name:<10} tg jit is {ref / floor:.2f}x its FLOP floor "
+                f"({mlp_step_flops() / 1e6:.1f} MFLOP at {mlp_step_flops() / floor / 1e9:.0f} "
+                "GFLOP/s, NumPy's BLAS on 1024^3)"
+            )
         print()
     return 0
 

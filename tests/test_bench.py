@@ -131,3 +131,18 @@ def test_peers_smoke_run_prints_its_table():
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "tg jit" in out.stdout and "tg eager" in out.stdout
+    assert "FLOP floor" in out.stdout and "x its FLOP floor (26.4 MFLOP" in out.stdout
+
+
+def test_mlp_step_flops_counts_every_product():
+    """Figure 1's step: the forward and dW of 4 layers, dX of the last 3 (the data needs none)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import peers
+
+    fwd = 2 * 60 * (784 * 100 + 100 * 100 + 100 * 100 + 100 * 10)
+    dx = 2 * 60 * (100 * 100 + 100 * 100 + 10 * 100)
+    assert peers.mlp_step_flops() == 2 * fwd + dx == 26_376_000
+    assert peers.mlp_step_flops((3, 2), batch=5) == 2 * (2 * 5 * 3 * 2)
