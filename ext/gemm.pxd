@@ -8,10 +8,12 @@
 # packed once into NR-wide column panels shared by all threads; rows are cut into blocks
 # (one per prange iteration), each thread packing its own A block into MR-row micro-panels;
 # a 6 x NR register tile does the FMAs, a 6 x NH one the ragged last panel (NR and NH come
-# from the compiler's target: microkernel.pxd.tp). What does not pay is skipped: A is read
-# in place (any strides) while its K slice fits L2, B too for few rows with contiguous rows;
-# no threads are started below PAR_MIN_WORK multiply-adds (a serial call enters no OpenMP
-# region). The packing buffers belong to the thread (tgbn_scratch below): kept across calls,
+# from the compiler's target: microkernel.pxd.tp), or, when that panel is at most NH / 2 wide
+# and A is read in place, an edge kernel whose vectors run along k or down the rows (N = 100
+# = 3 * 32 + 4 on AVX-512). A transposed B (W.T) is packed through 8 x 8 register
+# transposes. What does not pay is skipped: A is read in place (any strides) while its K
+# slice fits L2, B too for few rows with contiguous rows; no threads are started below
+# PAR_MIN_WORK multiply-adds (a serial call enters no OpenMP region). The packing buffers belong to the thread (tgbn_scratch below): kept across calls,
 # grown on demand, freed at thread exit; at most KC x NC floats of B per calling thread
 # (4 MiB) and an MC x KC block of A per thread that packs one (144 KiB).
 # Every C element is summed in the same order whatever the thread count, so results are
