@@ -4,7 +4,6 @@
   activation_backward(g, out, act)  dx from the saved output (relu: where out > 0)
   bias_activation(y, bias, act)    y = act(y + bias[c]) in place over y (N, C) or (N, C, L):
                                     the epilogue of a linear layer's or a convolution's GEMM
-  bias_grad(g)                      g (N, C) summed over N: a linear layer's bias gradient
 The element functions live in _activations.pxd (shared with batchnorm.pyx's fused forward).
 No element depends on another, so any split between threads gives the same bits; arrays
 below MIN_PARALLEL elements run on one thread.
@@ -62,22 +61,6 @@ cdef void _bias_act(floating tag, int act, floating* y, const floating* bias, Py
         for i in prange(N * C, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             act_run(act, y + i * L, <floating*> NULL, <floating*> NULL, bias[i % C], 1, L, 0,
                     MODE_SCALAR)
-
-
-cdef void _sum_rows(floating tag, floating* out, const floating* g, Py_ssize_t N,
-                    Py_ssize_t C) noexcept nogil:
-    """out[c] = g[0, c] + g[1, c] + ... in row order and in g's dtype: NumPy's order for
-    g.sum(axis=0), so the bits are the reference's (the inner loop vectorizes over c)."""
-    cdef Py_ssize_t i, c
-    if N == 0:
-        for c in range(C):
-            out[c] = 0
-        return
-    for c in range(C):
-        out[c] = g[c]
-    for i in range(1, N):
-        for c in range(C):
-            out[c] += g[i * C + c]
 
 
 # ---------------------------------------------------------------- public kernels
@@ -164,21 +147,3 @@ def bias_activation(y, bias, activation):
             else:
                 _bias_act(<double> 0, act, <double*> yp, <const double*> bp, N, C, L, nt)
     return y
-
-
-def bias_grad(grad):
-    """grad (N, C), C-contiguous, summed over N into a new (C,) array: the bias gradient of
-    y = x @ W.T + b (NumPy's grad.sum(axis=0), bit for bit). Raises TypeError/ValueError."""
-    cdef int t = float_array("bias_grad", "grad", grad, 2, 2, cnp.NPY_NOTYPE)
-    cdef cnp.ndarray ga = <cnp.ndarray> grad
-    cdef Py_ssize_t N = cnp.PyArray_DIM(ga, 0), C = cnp.PyArray_DIM(ga, 1)
-    cdef cnp.npy_intp dim = C
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, t, 0)
-    cdef void* op = cnp.PyArray_DATA(out)
-    cdef const void* gp = cnp.PyArray_DATA(ga)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            _sum_rows(<float> 0, <float*> op, <const float*> gp, N, C)
-        else:
-            _sum_rows(<double> 0, <double*> op, <const double*> gp, N, C)
-    return out

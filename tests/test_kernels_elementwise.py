@@ -1,7 +1,6 @@
 """Activation kernels (ext/elementwise.pyx, ext/_activations.pxd) against the NumPy reference,
 their documented accuracy, their extremes, and the fused passes (bias + activation, batch
-norm + activation) against the unfused ones, bit for bit, at any thread count; the bias
-gradient against NumPy's sum, bit for bit."""
+norm + activation) against the unfused ones, bit for bit, at any thread count."""
 
 import numpy as np
 import pytest
@@ -267,31 +266,3 @@ def test_matches_torch_forward_and_backward(name, dtype):
     tol = 4 * np.finfo(dtype).eps
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=tol, atol=np.finfo(dtype).tiny)
     _assert_close_to_grad(dx, tx.grad.numpy(), g, dtype, k=8)
-
-
-# ---------------------------------------------------------------- bias gradient
-
-
-@given(
-    data=st.data(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    shape=st.tuples(st.integers(0, 70), st.integers(0, 41)),
-)
-def test_bias_grad_is_numpys_sum_bit_for_bit(data, dtype, shape):
-    """Rows summed in order, in the input's dtype: NumPy's grad.sum(axis=0), so the compiled
-    backend and the reference agree to the bit (odd widths: the vector loop's remainder)."""
-    g = data.draw(hnp.arrays(dtype, shape, elements=_values(dtype)))
-    got = _cy("bias_grad", g)
-    assert got.shape == (shape[1],) and got.dtype == dtype
-    np.testing.assert_array_equal(got, g.sum(axis=0))
-    np.testing.assert_array_equal(got, R.bias_grad(g))
-
-
-def test_bias_grad_takes_any_layout_and_says_what_it_needs():
-    g = np.arange(24, dtype=np.float32).reshape(4, 6)
-    np.testing.assert_array_equal(_cy("bias_grad", g[:, ::2]), g[:, ::2].sum(axis=0))
-    np.testing.assert_array_equal(_cy("bias_grad", g.T), g.T.sum(axis=0))
-    with pytest.raises(ValueError, match=r"^bias_grad: grad: expected 2D \(got 3D"):
-        K.bias_grad(g.reshape(2, 2, 6))
-    with pytest.raises(TypeError, match="^bias_grad: .*float32 or float64"):
-        K.bias_grad(g.astype(np.int32))

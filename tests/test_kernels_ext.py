@@ -137,11 +137,6 @@ def _cases():
         "bias act dtypes": lambda: elementwise.bias_activation(
             x2.astype(np.float32), c3, "sigmoid"
         ),
-        "bias grad 1D": lambda: elementwise.bias_grad(c3),
-        "bias grad 3D": lambda: elementwise.bias_grad(f4),
-        "bias grad strided": lambda: elementwise.bias_grad(np.ones((4, 6))[:, ::2]),
-        "bias grad int": lambda: elementwise.bias_grad(np.ones((2, 3), np.int64)),
-        "bias grad list": lambda: elementwise.bias_grad([[1.0]]),
         # _config
         "threads 0": lambda: _config.set_num_threads(0),
         "threads 100000": lambda: _config.set_num_threads(100000),

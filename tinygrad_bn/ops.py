@@ -510,7 +510,7 @@ class Affine(Function):
         g2 = grad.reshape(-1, self.weight.shape[0])
         dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) if need_x else None
         dw = kernels.matmul(g2.T, self.x2) if need_w else None
-        return (dx, dw, kernels.bias_grad(g2)) if self.has_bias else (dx, dw)
+        return (dx, dw, g2.sum(axis=0)) if self.has_bias else (dx, dw)
 
 
 # ================================================================ losses

@@ -42,7 +42,6 @@ KERNELS = (
     "activation_forward",
     "activation_backward",
     "bias_activation",
-    "bias_grad",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
 _EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim", "elementwise")
@@ -687,21 +686,3 @@ def bias_activation(y, bias, activation):
     if not (y.flags.c_contiguous and y.flags.writeable):
         y = np.array(y, order="C")
     return _impl("bias_activation")(y, None if bias is None else _c(bias), activation)
-
-
-_COMPILED_BIAS_GRAD = _COMPILED.get("bias_grad")
-
-
-def bias_grad(grad):
-    """grad (N, C) summed over N, a new (C,) array: a linear layer's bias gradient, in
-    grad.sum(axis=0)'s order (the NumPy call took 2.1 us of each layer's backward at 60 x 100,
-    the kernel through this door 0.7 us; Zen 5)."""
-    fn = _impl("bias_grad")
-    if fn is _COMPILED_BIAS_GRAD:
-        try:  # as matmul: the kernel checks what it indexes with; the door's checks only
-            return fn(grad)  # run when it refuses, for a strided grad or the error's words
-        except (TypeError, ValueError):
-            pass
-    _check_float("bias_grad", grad=grad)
-    _check_ndim("bias_grad", "grad", grad, (2,))
-    return fn(_cn(grad))

@@ -343,8 +343,3 @@ def bias_activation(y, bias, activation):
     if activation is not None:
         y[...] = activation_forward(y, activation)
     return y
-
-
-def bias_grad(grad):
-    """grad (N, C) summed over N."""
-    return grad.sum(axis=0)
