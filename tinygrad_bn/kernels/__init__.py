@@ -298,6 +298,21 @@ def _mask(op, output_mask):
 _c = np.ascontiguousarray  # C-contiguous, no copy when it already is
 
 
+def _compiled_first(name, *args):
+    """The compiled kernel's result when it is in use and takes `args` as they are, else
+    None. As matmul: these kernels check in C what they read (_arrays.pxd), so the door's
+    checks and copies, 1-4 us a call (a large share of a replayed step's small ops, Zen 5),
+    run only when a kernel refuses: they then raise in the door's words, or make the arrays
+    plain for a second call."""
+    fn = _impl(name)
+    if fn is _COMPILED.get(name):
+        try:
+            return fn(*args)
+        except (TypeError, ValueError):
+            pass
+    return None
+
+
 # ---------------------------------------------------------------- matmul
 
 _COMPILED_MATMUL = _COMPILED.get("matmul")
@@ -505,6 +520,9 @@ def cross_entropy_forward(logits, target, weight, ignore_index, reduction):
     indices (any shape), weight (C,) or None; loss (M,) for "none", else 0-d; prob = softmax
     rows (kept for backward); total_weight = sum of w[target] over rows not ignore_index (the
     "mean" divides by it). Raises ValueError for a target value outside [0, C)."""
+    out = _compiled_first("cross_entropy_forward", logits, target, weight, ignore_index, reduction)
+    if out is not None:
+        return out
     _check_ce("cross_entropy", logits, target, weight)
     _check_reduction("cross_entropy", reduction)
     return _impl("cross_entropy_forward")(
@@ -516,6 +534,9 @@ def cross_entropy_backward(grad, prob, target, weight, ignore_index, reduction, 
     """dx (M, C) = scale_i (prob_i - onehot(target_i)) of cross_entropy_forward; grad is (M,)
     for "none", else one value."""
     op = "cross_entropy_backward"
+    dx = _compiled_first(op, grad, prob, target, weight, ignore_index, reduction, total_weight)
+    if dx is not None:
+        return dx
     _check_ce(op, prob, target, weight)
     _check_float(op, grad=grad, prob=prob)
     _check_reduction(op, reduction)
@@ -565,6 +586,9 @@ def _plain_arrays(op, params, *lists):
     return True
 
 
+_COMPILED_SGD = _COMPILED.get("sgd_step")
+
+
 def sgd_step(
     params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize
 ):
@@ -572,20 +596,23 @@ def sgd_step(
     with grads[i]; with momentum, momentum_buffers[i] (None on the first step: the kernel puts
     a new buffer there). One compiled call for the whole list when every array is
     C-contiguous and of its parameter's dtype; the NumPy reference otherwise."""
+    args = (float(lr), float(weight_decay), float(momentum), float(dampening))
+    args += (bool(nesterov), bool(maximize))
     states = (grads, momentum_buffers) if momentum else (grads,)
-    plain = _plain_arrays("sgd_step", params, *states)
-    fast = _impl("sgd_step") if plain else reference.sgd_step
-    return fast(
-        params,
-        grads,
-        momentum_buffers,
-        float(lr),
-        float(weight_decay),
-        float(momentum),
-        float(dampening),
-        bool(nesterov),
-        bool(maximize),
-    )
+    fast = _impl("sgd_step")
+    if fast is _COMPILED_SGD:
+        # As matmul: the compiled step checks, in C and before any update, every condition
+        # _plain_arrays checks; checking them here first cost 0.6 us a parameter (5 us of
+        # the MLP's 8-parameter step, Zen 5). When it refuses, arrays that are not plain go
+        # to the reference, and an error on plain ones is raised in the kernel's words.
+        try:
+            return fast(params, grads, momentum_buffers, *args)
+        except (TypeError, ValueError):
+            if _plain_arrays("sgd_step", params, *states):
+                raise
+    else:
+        _plain_arrays("sgd_step", params, *states)  # for its check of the lists' lengths
+    return reference.sgd_step(params, grads, momentum_buffers, *args)
 
 
 def adam_step(
@@ -653,6 +680,9 @@ def _check_activation(op, activation):
 
 def activation_forward(x, activation):
     """activation(x) elementwise, a new array: 'relu' (NaN kept), 'sigmoid', 'tanh'."""
+    y = _compiled_first("activation_forward", x, activation)
+    if y is not None:
+        return y
     _check_float("activation_forward", input=x)
     _check_activation("activation_forward", activation)
     return _impl("activation_forward")(_cn(x), activation)
@@ -660,6 +690,9 @@ def activation_forward(x, activation):
 
 def activation_backward(grad_out, out, activation):
     """dx of activation_forward from its output `out` (sigmoid, tanh) or its sign (relu)."""
+    dx = _compiled_first("activation_backward", grad_out, out, activation)
+    if dx is not None:
+        return dx
     _check_float("activation_backward", grad_out=grad_out, out=out)
     _check_activation("activation_backward", activation)
     if grad_out.shape != out.shape:
@@ -673,6 +706,9 @@ def bias_activation(y, bias, activation):
     """activation(y + bias[c]) over y (N, C) or (N, C, L) with bias (C,) or None: in y's own
     memory when y is C-contiguous and writeable (a GEMM's fresh result), else in a copy;
     returns the array holding the result."""
+    out = _compiled_first("bias_activation", y, bias, activation)
+    if out is not None:
+        return out
     if bias is None:
         _check_float("bias_activation", input=y)
     else:
