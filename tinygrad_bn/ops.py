@@ -499,10 +499,8 @@ class Affine(Function):
         self.x2 = x.reshape(-1, x.shape[-1])
         self.x_shape, self.weight = x.shape, weight
         y = kernels.matmul(self.x2, weight.T)
-        if activation is not None:  # the bias and the activation in one pass over y
+        if activation is not None or self.has_bias:  # bias and activation in one pass over y
             y = kernels.bias_activation(y, bias, activation)
-        elif self.has_bias:
-            y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
@@ -510,7 +508,7 @@ class Affine(Function):
         g2 = grad.reshape(-1, self.weight.shape[0])
         dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) if need_x else None
         dw = kernels.matmul(g2.T, self.x2) if need_w else None
-        return (dx, dw, g2.sum(axis=0)) if self.has_bias else (dx, dw)
+        return (dx, dw, kernels.sum_rows(g2)) if self.has_bias else (dx, dw)
 
 
 # ================================================================ losses

