@@ -108,6 +108,7 @@ cdef void _forward(floating tag, const CE* a) noexcept nogil:
     cdef double s, inv
     cdef const floating* xr
     cdef floating* pr
+    # 1. each row's max m (kept in loss[i] until pass 3) and x - m in the row's place in p
     for i in range(a.M):
         xr = x + i * C
         pr = p + i * C
@@ -115,19 +116,27 @@ cdef void _forward(floating tag, const CE* a) noexcept nogil:
         for j in range(1, C):
             if xr[j] > m:
                 m = xr[j]
-        # an exponent below log(smallest normal) gives 0, not a subnormal: a subnormal
-        # costs a microcode assist per operation (2x the row's time at |x| ~ 100), and the
-        # probability it stands for (< 1.2e-38 in float) is lost in any sum anyway. The
-        # exp is the activations' branch-free one (_activations.pxd), so this loop
-        # vectorizes: libm's exp took 1.6 of a (60, 10) forward's 6 us (Zen 5), and the
-        # softmax is as accurate (tests/test_kernels_loss.py). The sum, in double, stays
-        # in order, a loop of its own.
+        loss[i] = m
         for j in range(C):
-            d = xr[j] - m
-            if floating is float:
-                pr[j] = tgbn_pick_f(d > -87.33, tgbn_exp_neg_f(d), 0)
-            else:
-                pr[j] = tgbn_pick_d(d > -708.39, tgbn_exp_neg_d(d), 0)
+            pr[j] = xr[j] - m
+    # 2. exp over the whole (M, C) block in one loop: the activations' branch-free exp
+    # (_activations.pxd) vectorizes, where libm's expf took 1.6 of a (60, 10) forward's
+    # 6 us (Zen 5), and a loop per row of 10 left a vector's worth to the scalar epilogue.
+    # The softmax is as accurate (tests/test_kernels_loss.py). An exponent below
+    # log(smallest normal) gives 0, not a subnormal: a subnormal costs a microcode assist
+    # per operation (2x the row's time at |x| ~ 100), and the probability it stands for
+    # (< 1.2e-38 in float) is lost in any sum anyway.
+    for j in range(a.M * C):
+        d = p[j]
+        if floating is float:
+            p[j] = tgbn_pick_f(d > -87.33, tgbn_exp_neg_f(d), 0)
+        else:
+            p[j] = tgbn_pick_d(d > -708.39, tgbn_exp_neg_d(d), 0)
+    # 3. per row: the sum in double, in order; prob = e / sum; the loss
+    for i in range(a.M):
+        xr = x + i * C
+        pr = p + i * C
+        m = loss[i]
         s = 0.0
         for j in range(C):
             s = s + pr[j]

@@ -445,6 +445,13 @@ def _host_step(fn, spec, kspec, o):
         def step(run):  # the common case, optimizer.step() and zero_grad(): no lookups
             fn(*consts)
 
+    elif not kspec:
+
+        def step(run):  # BatchNorm's batch counter, label conversions: no kwargs
+            result = fn(*[value(run, kind, v) for kind, v in spec])
+            if o >= 0:
+                run.buf[o] = result
+
     else:
 
         def step(run):

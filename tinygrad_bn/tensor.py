@@ -335,7 +335,9 @@ class Tensor:
         if self.grad is not None:
             self.grad = Tensor._from_op(self.grad.data + g, None)
             return
-        base = g if g.base is None else g.base
+        base = g.base
+        if base is None:
+            base = g
         flags = g.flags  # one flags object: this runs per leaf per backward
         if id(base) in claimed or not (flags.writeable and flags.c_contiguous):
             g = np.array(g, order="C")
