@@ -467,6 +467,14 @@ cdef void _forward_train(floating tag, const BN* a) noexcept nogil:
             nt = 1
         width = _block_width(n, C, sizeof(floating), nt)
         nblk = (C + width - 1) // width
+        if nt == 1:  # no OpenMP region: entering one with use_threads_if=False cost ~0.8 us
+            for blk in range(nblk):
+                _train_cols(xp + blk * width, yp + blk * width, n, C,
+                            min(width, C - blk * width), weight + blk * width,
+                            bias + blk * width, a.eps, stats + blk * width)
+                if a.act != ACT_NONE:
+                    _act_cols(yp + blk * width, n, C, min(width, C - blk * width), a.act)
+            return
         for blk in prange(nblk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             _train_cols(xp + blk * width, yp + blk * width, n, C, min(width, C - blk * width),
                         weight + blk * width, bias + blk * width, a.eps, stats + blk * width)
@@ -495,6 +503,13 @@ cdef void _backward(floating tag, const BN* a) noexcept nogil:
             nt = 1
         width = _block_width(n, C, 2 * sizeof(floating), nt)
         nblk = (C + width - 1) // width
+        if nt == 1:  # no OpenMP region (as _forward_train)
+            for blk in range(nblk):
+                c0 = blk * width
+                _backward_cols(dyp + c0, xp + c0, dxp + c0 if dxp != NULL else NULL, n, C,
+                               min(width, C - c0), mean + c0, invstd + c0, weight + c0,
+                               grads + c0)
+            return
         for blk in prange(nblk, schedule="static", num_threads=nt, use_threads_if=nt > 1):
             c0 = blk * width
             _backward_cols(dyp + c0, xp + c0, dxp + c0 if dxp != NULL else NULL, n, C,

@@ -230,6 +230,8 @@ def test_results_do_not_depend_on_the_thread_count():
     x = rng.standard_normal((61, 7, 331)).astype(np.float32) * 5
     b = rng.standard_normal(7).astype(np.float32)
     w = np.ones(7, np.float32)
+    x2 = x.reshape(331, 427)
+    b2, w2 = rng.standard_normal(427).astype(np.float32), rng.random(427).astype(np.float32)
     before = K.get_num_threads()
     out = []
     try:
@@ -240,6 +242,10 @@ def test_results_do_not_depend_on_the_thread_count():
             res += [_cy("bias_activation", x.copy(), b, a) for a in ACTS]
             res += [_cy("bias_activation", x.reshape(61 * 7, 331).copy(), None, "sigmoid")]
             res += [_cy("batch_norm_forward_train", x, w, b, 1e-5, a)[0] for a in ACTS]
+            # (N, C) rows: the one-thread paths that skip the OpenMP region, against two
+            res += [_cy("bias_activation", x2.copy(), b2, a) for a in ACTS + (None,)]
+            bn = _cy("batch_norm_forward_train", x2, w2, b2, 1e-5, "sigmoid")
+            res += [bn[0]] + list(_cy("batch_norm_backward", x2[::-1].copy(), x2, *bn[1:3], w2))
             out.append(res)
     finally:
         K.set_num_threads(before)
