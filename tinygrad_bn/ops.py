@@ -772,11 +772,9 @@ class BatchNormTrain(Function):
         self.weight, self.mean, self.invstd = weight, mean, invstd
         m = x.size // x.shape[1]
         if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
+            kernels.running_average(running_mean, mean, 1 - momentum, momentum)
         if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1)) * var
+            kernels.running_average(running_var, var, 1 - momentum, momentum * m / (m - 1))
         return y.reshape(self.shape)
 
     def backward(self, grad):

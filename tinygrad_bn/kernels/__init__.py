@@ -43,6 +43,7 @@ KERNELS = (
     "activation_backward",
     "bias_activation",
     "sum_rows",
+    "running_average",
 )
 # compiled module (tinygrad_bn._ext.<name>) -> the kernels it provides
 _EXT_MODULES = ("matmul", "conv2d", "pool", "batchnorm", "loss", "optim", "elementwise")
@@ -458,6 +459,17 @@ def batch_norm_forward_train(x, weight, bias, eps, activation=None):
             f"batch_norm: input: expected at least 1 value per channel (got shape {x.shape})"
         )
     return _impl("batch_norm_forward_train")(_c(x), _c(weight), _c(bias), float(eps), activation)
+
+
+def running_average(running, stat, keep, weight):
+    """running <- keep * running + weight * stat in place (Algorithm 2's moving average;
+    keep = 1 - momentum), rounded as the NumPy expression ``running *= keep; running +=
+    weight * stat``: one compiled call for two arrays of one dtype and shape, 0.3 us instead
+    of 1.6 (Zen 5); anything else (a float64 estimate of a float32 batch, a view) takes the
+    NumPy expression itself. Returns running."""
+    if _compiled_first("running_average", running, stat, keep, weight) is None:
+        reference.running_average(running, stat, keep, weight)
+    return running
 
 
 def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):

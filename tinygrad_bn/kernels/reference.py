@@ -348,3 +348,10 @@ def bias_activation(y, bias, activation):
 def sum_rows(x):
     """(N,) sums over the rows of x (M, N)."""
     return x.sum(axis=0)
+
+
+def running_average(running, stat, keep, weight):
+    """running <- keep * running + weight * stat, in place."""
+    running *= keep
+    running += weight * stat
+    return running
