@@ -452,6 +452,9 @@ def batch_norm_forward_train(x, weight, bias, eps, activation=None):
     ('relu', 'sigmoid', 'tanh'), y is activation(batch norm) from the same pass, bit-identical
     to activation_forward of the plain y.
     """
+    out = _compiled_first("batch_norm_forward_train", x, weight, bias, eps, activation)
+    if out is not None:
+        return out
     _check_bn("batch_norm", x, weight=weight, bias=bias)
     _check_activation("batch_norm", activation)
     if x.shape[1] and x.size == 0:  # the kernels read each channel's first value
@@ -475,6 +478,9 @@ def running_average(running, stat, keep, weight):
 def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, True, True)):
     """(dx, dweight, dbias) of batch_norm_forward_train; output_mask says which to return
     (the others are None; only dx costs a pass of its own)."""
+    out = _compiled_first("batch_norm_backward", grad_out, x, mean, invstd, weight, output_mask)
+    if out is not None:
+        return out
     _check_bn("batch_norm_backward", x, mean=mean, invstd=invstd, weight=weight)
     _check_float("batch_norm_backward", input=x, grad_out=grad_out)
     if grad_out.shape != x.shape:
@@ -487,6 +493,9 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight, output_mask=(True, Tr
 
 def batch_norm_forward_eval(x, running_mean, running_var, weight, bias, eps):
     """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one fused pass."""
+    y = _compiled_first("batch_norm_forward_eval", x, running_mean, running_var, weight, bias, eps)
+    if y is not None:
+        return y
     _check_bn(
         "batch_norm",
         x,
