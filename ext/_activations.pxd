@@ -221,6 +221,11 @@ cdef extern from *:
                          Py_ssize_t n) noexcept nogil
     void tgbn_backward_d(int act, double* dx, const double* g, const double* o,
                          Py_ssize_t n) noexcept nogil
+    # exp(x) for x <= 0 or NaN, and the bitwise select (also loss.pyx's softmax)
+    float tgbn_exp_neg_f(float x) noexcept nogil
+    double tgbn_exp_neg_d(double x) noexcept nogil
+    float tgbn_pick_f(int c, float a, float b) noexcept nogil
+    double tgbn_pick_d(int c, double a, double b) noexcept nogil
 
 
 cdef enum:

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from tinygrad_bn import kernels as K
 
-BN_KERNELS = ("batch_norm_forward_train", "batch_norm_backward", "batch_norm_forward_eval")
+BN_KERNELS = (
+    "batch_norm_forward_train",
+    "batch_norm_backward",
+    "batch_norm_forward_eval",
+    "running_average",
+)
 # compiled vs reference: both compute in double and round once, so they agree to ~1 ulp
 RTOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-12}
 
@@ -439,3 +444,33 @@ def test_matches_pytorch(shape):
         np.testing.assert_allclose(
             ours.reshape(theirs.shape), theirs.numpy(), rtol=1e-10, atol=1e-10
         )
+
+
+# ---------------------------------------------------------------- running estimates
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_running_average_has_the_bits_of_the_numpy_expression(dtype):
+    """Each product rounded on its own, as `r *= keep; r += w * s` (an FMA would differ in
+    about a quarter of the elements); keep and w rounded to the arrays' dtype."""
+    rng = np.random.default_rng(4)
+    for momentum in (0.1, 0.01, 0.3333, np.float32(0.1)):
+        for m in (2, 60, 997):
+            r = (rng.standard_normal(257) * 10.0 ** rng.integers(-3, 4, 257)).astype(dtype)
+            s = (rng.standard_normal(257) * 10.0 ** rng.integers(-3, 4, 257)).astype(dtype)
+            want = r.copy()
+            want *= 1 - momentum
+            want += (momentum * m / (m - 1)) * s
+            got = r.copy()
+            assert K.running_average(got, s, 1 - momentum, momentum * m / (m - 1)) is got
+            np.testing.assert_array_equal(got, want)
+
+
+def test_running_average_takes_the_numpy_expression_for_other_arrays():
+    """A float64 estimate of a float32 batch, or a strided one, is updated all the same."""
+    rng = np.random.default_rng(5)
+    s = rng.standard_normal(6).astype(np.float32)
+    for r in (rng.standard_normal(6), rng.standard_normal(12).astype(np.float32)[::2]):
+        want = r * 0.9 + (0.1 * s).astype(r.dtype)
+        K.running_average(r, s, 0.9, 0.1)
+        np.testing.assert_allclose(r, want, rtol=1e-6)

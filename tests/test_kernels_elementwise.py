@@ -230,6 +230,8 @@ def test_results_do_not_depend_on_the_thread_count():
     x = rng.standard_normal((61, 7, 331)).astype(np.float32) * 5
     b = rng.standard_normal(7).astype(np.float32)
     w = np.ones(7, np.float32)
+    x2 = x.reshape(331, 427)
+    b2, w2 = rng.standard_normal(427).astype(np.float32), rng.random(427).astype(np.float32)
     before = K.get_num_threads()
     out = []
     try:
@@ -240,6 +242,10 @@ def test_results_do_not_depend_on_the_thread_count():
             res += [_cy("bias_activation", x.copy(), b, a) for a in ACTS]
             res += [_cy("bias_activation", x.reshape(61 * 7, 331).copy(), None, "sigmoid")]
             res += [_cy("batch_norm_forward_train", x, w, b, 1e-5, a)[0] for a in ACTS]
+            # (N, C) rows: the one-thread paths that skip the OpenMP region, against two
+            res += [_cy("bias_activation", x2.copy(), b2, a) for a in ACTS + (None,)]
+            bn = _cy("batch_norm_forward_train", x2, w2, b2, 1e-5, "sigmoid")
+            res += [bn[0]] + list(_cy("batch_norm_backward", x2[::-1].copy(), x2, *bn[1:3], w2))
             out.append(res)
     finally:
         K.set_num_threads(before)
@@ -266,3 +272,33 @@ def test_matches_torch_forward_and_backward(name, dtype):
     tol = 4 * np.finfo(dtype).eps
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=tol, atol=np.finfo(dtype).tiny)
     _assert_close_to_grad(dx, tx.grad.numpy(), g, dtype, k=8)
+
+
+# ---------------------------------------------------------------- bias gradient
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(60, 100), (60, 10), (1, 7), (0, 4), (9, 1), (257, 33)])
+def test_sum_rows_adds_each_column_in_row_order(shape, dtype):
+    """Bit for bit the sum from 0 down each column (NumPy's order for x.sum(axis=0) of a
+    C-contiguous array), on both backends' worth of inputs: views go through the door."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(dtype)
+    want = np.zeros(shape[1], dtype)
+    for row in x:
+        want = want + row
+    got = _cy("sum_rows", x)
+    assert got.dtype == dtype and got.shape == (shape[1],)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(R.sum_rows(x), want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    wide = np.repeat(x, 2, axis=1)[:, ::2]  # strided: the door copies it
+    np.testing.assert_array_equal(_cy("sum_rows", wide), want)
+
+
+def test_sum_rows_door_errors_and_signed_zeros():
+    with pytest.raises(ValueError, match=r"sum_rows: input: expected 2D"):
+        K.sum_rows(np.ones(3, np.float32))
+    with pytest.raises(TypeError, match=r"sum_rows: input: expected float32 or float64"):
+        K.sum_rows(np.ones((2, 3), np.int32))
+    got = _cy("sum_rows", np.array([[-0.0, 1.0], [-0.0, -1.0]], np.float32))
+    assert not np.signbit(got[0]) and got[1] == 0.0  # from +0, as NumPy's sum

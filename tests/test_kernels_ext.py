@@ -126,6 +126,21 @@ def _cases():
             x2.copy(), c3[:2].copy(), "relu"
         ),
         "bias act 2D bias": lambda: elementwise.bias_activation(x2.copy(), x2, "relu"),
+        "running 2D": lambda: batchnorm.running_average(x2.copy(), x2, 0.9, 0.1),
+        "running short stat": lambda: batchnorm.running_average(c3.copy(), c3[:2], 0.9, 0.1),
+        "running dtypes": lambda: batchnorm.running_average(
+            c3.copy(), c3.astype(np.float32), 0.9, 0.1
+        ),
+        "running read-only": lambda: batchnorm.running_average(
+            np.frombuffer(bytes(24)), c3, 0.9, 0.1
+        ),
+        "running not an array": lambda: batchnorm.running_average([0.0] * 3, c3, 0.9, 0.1),
+        "sum rows 1D": lambda: elementwise.sum_rows(c3),
+        "sum rows 3D": lambda: elementwise.sum_rows(f4[0]),
+        "sum rows strided": lambda: elementwise.sum_rows(np.ones((4, 6))[:, ::2]),
+        "sum rows int": lambda: elementwise.sum_rows(np.ones((2, 3), np.int64)),
+        "sum rows big-endian": lambda: elementwise.sum_rows(x2.astype(">f8")),
+        "sum rows not an array": lambda: elementwise.sum_rows([[1.0]]),
         "bias act 1D input": lambda: elementwise.bias_activation(c3.copy(), c3, "relu"),
         "bias act 4D input": lambda: elementwise.bias_activation(f4.copy(), None, "relu"),
         "bias act strided": lambda: elementwise.bias_activation(

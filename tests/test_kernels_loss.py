@@ -63,6 +63,21 @@ def test_kernel_matches_reference(case):
         assert np.isnan(loss)  # PyTorch: nothing counted, nan loss, zero gradient
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_is_within_4_ulp_of_the_exact_value(dtype):
+    """The kernel's exp is the activations' branch-free one (it vectorizes), not libm's:
+    small logits (where rounding x - max adds nothing) give probabilities within 4 ulp of
+    the exact softmax (measured 1.3 ulp float32, 2.8 float64; libm's expf gave 1.1, 2.8)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 10)) * 0.1).astype(dtype)
+    _, prob, _ = K.cross_entropy_forward(x, rng.integers(0, 10, 3000), None, -100, "none")
+    xl = x.astype(np.longdouble)
+    e = np.exp(xl - xl.max(axis=1, keepdims=True))
+    exact = e / e.sum(axis=1, keepdims=True)
+    ulp = np.spacing(np.abs(exact.astype(dtype))).astype(np.longdouble)
+    assert float((np.abs(prob - exact) / ulp).max()) <= 4.0
+
+
 def test_reference_is_the_textbook_formula():
     """The oracle itself, against log-softmax + weighted NLL written out in float64."""
     rng = np.random.default_rng(0)

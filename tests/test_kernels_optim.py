@@ -150,6 +150,15 @@ def test_an_error_updates_nothing():
     assert (p1 == 1).all() and (p2 == 1).all()
 
 
+def test_door_raises_the_kernels_error_for_plain_arrays_and_updates_nothing():
+    """The door lets the compiled step check first; a refusal of plain arrays (a gradient
+    of another shape) is an error, not a fall-back to the reference (which would broadcast)."""
+    p1, p2 = np.ones(3, np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"sgd_step: grads\[1\]: expected shape \(4,\)"):
+        K.sgd_step([p1, p2], [p1.copy(), np.ones(1, np.float32)], None, 1.0, 0, 0, 0, 0, 0)
+    assert (p1 == 1).all() and (p2 == 1).all()
+
+
 def test_jit_replays_the_compiled_step_bit_identically():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 4)).astype(np.float32)

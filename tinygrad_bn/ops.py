@@ -496,21 +496,23 @@ class Affine(Function):
 
     def forward(self, x, weight, bias=None, activation=None):
         self.has_bias = bias is not None
-        self.x2 = x.reshape(-1, x.shape[-1])
+        flat = x.ndim == 2  # the common case: no reshapes (0.2 us each, 4 a layer and step)
+        self.x2 = x if flat else x.reshape(-1, x.shape[-1])
         self.x_shape, self.weight = x.shape, weight
         y = kernels.matmul(self.x2, weight.T)
-        if activation is not None:  # the bias and the activation in one pass over y
+        if activation is not None or self.has_bias:  # bias and activation in one pass over y
             y = kernels.bias_activation(y, bias, activation)
-        elif self.has_bias:
-            y += bias
-        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+        return y if flat else y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, grad):
         need_x, need_w = self.needs_input_grad[:2]
-        g2 = grad.reshape(-1, self.weight.shape[0])
-        dx = kernels.matmul(g2, self.weight).reshape(self.x_shape) if need_x else None
+        flat = len(self.x_shape) == 2
+        g2 = grad if flat else grad.reshape(-1, self.weight.shape[0])
+        dx = kernels.matmul(g2, self.weight) if need_x else None
+        if dx is not None and not flat:
+            dx = dx.reshape(self.x_shape)
         dw = kernels.matmul(g2.T, self.x2) if need_w else None
-        return (dx, dw, g2.sum(axis=0)) if self.has_bias else (dx, dw)
+        return (dx, dw, kernels.sum_rows(g2)) if self.has_bias else (dx, dw)
 
 
 # ================================================================ losses
@@ -774,11 +776,9 @@ class BatchNormTrain(Function):
         self.weight, self.mean, self.invstd = weight, mean, invstd
         m = x.size // x.shape[1]
         if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
+            kernels.running_average(running_mean, mean, 1 - momentum, momentum)
         if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1)) * var
+            kernels.running_average(running_var, var, 1 - momentum, momentum * m / (m - 1))
         return y.reshape(self.shape)
 
     def backward(self, grad):

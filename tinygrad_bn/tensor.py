@@ -329,13 +329,17 @@ class Tensor:
         """Add g to .grad. A fresh C-ordered array from backward is adopted without a
         copy; read-only broadcasts, other layouts and arrays another leaf already holds
         are copied, so every .grad owns its memory."""
-        if g.dtype != self.dtype:
-            g = g.astype(self.dtype)
+        dtype = self.data.dtype
+        if g.dtype != dtype:
+            g = g.astype(dtype)
         if self.grad is not None:
             self.grad = Tensor._from_op(self.grad.data + g, None)
             return
-        base = g if g.base is None else g.base
-        if id(base) in claimed or not g.flags.writeable or not g.flags.c_contiguous:
+        base = g.base
+        if base is None:
+            base = g
+        flags = g.flags  # one flags object: this runs per leaf per backward
+        if id(base) in claimed or not (flags.writeable and flags.c_contiguous):
             g = np.array(g, order="C")
             base = g
         claimed.add(id(base))

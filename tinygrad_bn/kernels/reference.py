@@ -343,3 +343,15 @@ def bias_activation(y, bias, activation):
     if activation is not None:
         y[...] = activation_forward(y, activation)
     return y
+
+
+def sum_rows(x):
+    """(N,) sums over the rows of x (M, N)."""
+    return x.sum(axis=0)
+
+
+def running_average(running, stat, keep, weight):
+    """running <- keep * running + weight * stat, in place."""
+    running *= keep
+    running += weight * stat
+    return running
