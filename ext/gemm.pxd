@@ -239,16 +239,14 @@ cdef inline void _a_block(Py_ssize_t blk, Py_ssize_t mc, Py_ssize_t M, Py_ssize_
                  min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
 
 
-cdef inline void _direct_tile(Py_ssize_t t, Py_ssize_t ntile_m, Py_ssize_t npanel,
+cdef inline void _direct_tile(Py_ssize_t jp, Py_ssize_t ir, Py_ssize_t npanel,
                               Py_ssize_t n_tail, Py_ssize_t M, Py_ssize_t nbw, Py_ssize_t kc,
                               const floating* a, Py_ssize_t sa0, Py_ssize_t sa1,
                               const floating* b, Py_ssize_t sb0, bint pack_b,
                               const floating* bbuf, floating* cj, Py_ssize_t ldc,
                               bint acc_on) noexcept nogil:
-    """Tile t (panel-major order) of a K slice with A read in place (a at A(0, pc), b at
-    B(pc, j0)); B's panels are packed in bbuf when pack_b, else only its ragged last one."""
-    cdef Py_ssize_t jp = t // ntile_m
-    cdef Py_ssize_t ir = (t - jp * ntile_m) * MR
+    """The tile of rows ir.. in panel jp of a K slice with A read in place (a at A(0, pc), b
+    at B(pc, j0)); B's panels are packed in bbuf when pack_b, else only its ragged last one."""
     cdef Py_ssize_t r0 = 0
     cdef const floating* bpanel
     cdef Py_ssize_t ldb_p
@@ -405,16 +403,18 @@ cdef inline int gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 # the edge columns are one more work item
                 for t in prange(ntile + (edge != 0), schedule='static'):
                     if t < ntile:
-                        _direct_tile(t, ntile_m, npanel, n_tail, M, nbw, kc, a + pc * sa1, sa0,
-                                     sa1, bj + pc * sb0, sb0, pack_b, bbuf, cj, ldc, acc_on)
+                        _direct_tile(t // ntile_m, (t % ntile_m) * MR, npanel, n_tail, M, nbw,
+                                     kc, a + pc * sa1, sa0, sa1, bj + pc * sb0, sb0, pack_b, bbuf,
+                                     cj, ldc, acc_on)
                     else:
                         _edge(edge, M, n_tail, kc, a + pc * sa1, sa0, sa1,
                               bj + pc * sb0 + nfull * NR * sb1, sb0, sb1, bbuf + pack_b * nfull * NR * kc,
                               cj + nfull * NR, ldc, acc_on)
             else:
-                for t in range(ntile):
-                    _direct_tile(t, ntile_m, npanel, n_tail, M, nbw, kc, a + pc * sa1, sa0, sa1,
-                                 bj + pc * sb0, sb0, pack_b, bbuf, cj, ldc, acc_on)
+                for jp in range(nfull):  # nested, not t // ntile_m: no division per tile
+                    for t in range(ntile_m):
+                        _direct_tile(jp, t * MR, npanel, n_tail, M, nbw, kc, a + pc * sa1, sa0,
+                                     sa1, bj + pc * sb0, sb0, pack_b, bbuf, cj, ldc, acc_on)
                 if edge:
                     _edge(edge, M, n_tail, kc, a + pc * sa1, sa0, sa1,
                           bj + pc * sb0 + nfull * NR * sb1, sb0, sb1, bbuf + pack_b * nfull * NR * kc,
