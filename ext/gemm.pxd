@@ -13,9 +13,10 @@
 # = 3 * 32 + 4 on AVX-512). A transposed B (W.T) is packed through 8 x 8 register
 # transposes. What does not pay is skipped: A is read in place (any strides) while its K
 # slice fits L2, B too for few rows with contiguous rows; no threads are started below
-# PAR_MIN_WORK multiply-adds (a serial call enters no OpenMP region). The packing buffers belong to the thread (tgbn_scratch below): kept across calls,
-# grown on demand, freed at thread exit; at most KC x NC floats of B per calling thread
-# (4 MiB) and an MC x KC block of A per thread that packs one (144 KiB).
+# PAR_MIN_WORK multiply-adds (a serial call enters no OpenMP region). The packing buffers
+# belong to the thread (tgbn_scratch below): kept across calls, grown on demand, freed at
+# thread exit; at most KC x NC floats of B per calling thread (4 MiB) and an MC x KC block
+# of A per thread that packs one (144 KiB).
 # Every C element is summed in the same order whatever the thread count, so results are
 # bit-identical for 1 or many threads.
 from cython cimport floating
@@ -79,36 +80,42 @@ cdef extern from *:
         return s->p[slot];
     }
 
-    /* bp[k*ld + j] = b[j*sb1 + k] for j < nr, k < kc: a transposed B (the engine's W.T, its
-       columns contiguous) packed in 8 x 8 blocks transposed in registers, 24 shuffles per
-       block; element by element, the stores to bp at a stride of ld made packing W.T take
-       a fifth of the first layer's forward product (60x784 @ 784x100: 75 us, 60 us with a
-       contiguous B; Zen 5). Columns nr..ld-1 are the caller's. */
+    /* o[k][i] = r[i][k]: an 8 x 8 block of floats transposed in registers, 24 shuffles (GCC
+       lowers them to unpcklps / shufps / vperm2f128 or their 128-bit halves). */
     typedef float tgbn_f8 __attribute__((vector_size(32)));
     typedef float tgbn_f8u __attribute__((vector_size(32), aligned(4), may_alias));
+    static inline void tgbn_transpose8(const tgbn_f8 r[8], tgbn_f8 o[8]) {
+        tgbn_f8 t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {  /* pairs of rows interleaved, per 128 bits */
+            t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+            t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+        }
+        for (int i = 0; i < 8; i += 4) {  /* then 4 rows per column, per 128 bits */
+            u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+            u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+        for (int i = 0; i < 4; i++) {  /* and the halves of rows 0-3 and 4-7 joined */
+            o[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+            o[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+        }
+    }
+
+    /* bp[k*ld + j] = b[j*sb1 + k] for j < nr, k < kc: a transposed B (the engine's W.T, its
+       columns contiguous) packed in 8 x 8 register transposes; element by element, the
+       stores to bp at a stride of ld made packing W.T take a fifth of the first layer's
+       forward product (60x784 @ 784x100: 75 us, 60 us with a contiguous B; Zen 5). Columns
+       nr..ld-1 are the caller's. */
     static void tgbn_pack_transposed(Py_ssize_t kc, Py_ssize_t nr, const float *b,
                                      Py_ssize_t sb1, float *bp, Py_ssize_t ld) {
         Py_ssize_t j0 = 0, k0, k, j;
         for (; j0 + 8 <= nr; j0 += 8) {
             for (k0 = 0; k0 + 8 <= kc; k0 += 8) {
-                tgbn_f8 r[8], t[8], u[8];
+                tgbn_f8 r[8], o[8];
                 for (int i = 0; i < 8; i++) r[i] = *(const tgbn_f8u *)(b + (j0 + i) * sb1 + k0);
-                for (int i = 0; i < 8; i += 2) {  /* pairs of rows interleaved, per 128 bits */
-                    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-                    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-                }
-                for (int i = 0; i < 8; i += 4) {  /* then 4 rows per column, per 128 bits */
-                    u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-                    u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-                    u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-                    u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-                }
-                for (int i = 0; i < 4; i++) {  /* and the halves of rows 0-3 and 4-7 joined */
-                    *(tgbn_f8u *)(bp + (k0 + i) * ld + j0) =
-                        __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-                    *(tgbn_f8u *)(bp + (k0 + i + 4) * ld + j0) =
-                        __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-                }
+                tgbn_transpose8(r, o);
+                for (int i = 0; i < 8; i++) *(tgbn_f8u *)(bp + (k0 + i) * ld + j0) = o[i];
             }
             for (k = k0; k < kc; k++)
                 for (j = j0; j < j0 + 8; j++) bp[k * ld + j] = b[j * sb1 + k];
@@ -118,28 +125,15 @@ cdef extern from *:
     }
 
     /* dst[k*6 + r] = a[r*sa0 + k] for r < 6, k < kc: a micro-panel of 6 rows of a row-major
-       A, through the same 8 x 8 register transposes (rows 6 and 7 zero, 6 floats stored per
-       k); element by element this packing was 6% of 1024^3's time. */
+       A, through the same transposes (rows 6 and 7 zero, 6 floats stored per k); element by
+       element this packing was 6% of 1024^3's time. */
     static void tgbn_pack_rows6(Py_ssize_t kc, const float *a, Py_ssize_t sa0, float *dst) {
         Py_ssize_t k0 = 0, k;
         for (; k0 + 8 <= kc; k0 += 8) {
-            tgbn_f8 r[8], t[8], u[8], o[8];
+            tgbn_f8 r[8], o[8];
             for (int i = 0; i < 6; i++) r[i] = *(const tgbn_f8u *)(a + i * sa0 + k0);
             r[6] = r[7] = (tgbn_f8){0};
-            for (int i = 0; i < 8; i += 2) {
-                t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-                t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-            }
-            for (int i = 0; i < 8; i += 4) {
-                u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-                u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-                u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-                u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-            }
-            for (int i = 0; i < 4; i++) {
-                o[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-                o[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-            }
+            tgbn_transpose8(r, o);
             for (int i = 0; i < 8; i++) memcpy(dst + (k0 + i) * 6, &o[i], 6 * sizeof(float));
         }
         for (k = k0; k < kc; k++)
@@ -219,9 +213,10 @@ cdef inline void _a_block(Py_ssize_t blk, Py_ssize_t mc, Py_ssize_t M, Py_ssize_
                           bint acc_on, floating* ap) noexcept nogil:
     """Row block blk of a packed-A K slice (a points at A(0, pc)): pack it into ap, then its
     tiles against every packed B panel."""
-    cdef Py_ssize_t i0 = blk * mc, mcb = min(mc, M - i0), jp, t, ir, r, nt = _cdiv(mcb, MR)
+    cdef Py_ssize_t i0 = blk * mc, mcb = min(mc, M - i0), jp, t, ir, r, nrows
+    cdef Py_ssize_t nt = _cdiv(mcb, MR)
     cdef const floating* bpanel
-    cdef floating* cn
+    cdef floating* nxt = NULL
     pack_a_block(mcb, kc, a + i0 * sa0, sa0, sa1, ap)
     for jp in range(npanel):
         bpanel = bbuf + jp * NR * kc
@@ -229,11 +224,14 @@ cdef inline void _a_block(Py_ssize_t blk, Py_ssize_t mc, Py_ssize_t M, Py_ssize_
             ir = t * MR
             # the next tile's C rows, fetched from L3 while this tile runs: the C updates
             # were a sixth of 1024^3's time, waiting on C (4 MiB, read once per K slice)
-            cn = cj + (i0 + ir + MR) * ldc + jp * NR if t + 1 < nt else cj + i0 * ldc + (jp + 1) * NR
-            if t + 1 < nt or jp + 1 < npanel:
-                for r in range(min(<Py_ssize_t>MR, mcb - ir - MR) if t + 1 < nt else MR):
-                    tgbn_prefetch_w(cn + r * ldc, 1, 3)
-                    tgbn_prefetch_w(cn + r * ldc + NR - 1, 1, 3)
+            nrows = 0
+            if t + 1 < nt:  # the tile below, same panel
+                nxt, nrows = cj + (i0 + ir + MR) * ldc + jp * NR, min(<Py_ssize_t>MR, mcb - ir - MR)
+            elif jp + 1 < npanel:  # the first tile of the next panel
+                nxt, nrows = cj + i0 * ldc + (jp + 1) * NR, min(<Py_ssize_t>MR, mcb)
+            for r in range(nrows):
+                tgbn_prefetch_w(nxt + r * ldc, 1, 3)
+                tgbn_prefetch_w(nxt + r * ldc + NR - 1, 1, 3)
             tile(kc, ap + ir * kc, 1, MR, 0, min(<Py_ssize_t>MR, mcb - ir),
                  bpanel, NR, cj + (i0 + ir) * ldc + jp * NR, ldc,
                  min(<Py_ssize_t>NR, nbw - jp * NR), acc_on)
