@@ -502,15 +502,7 @@ def _backward_step(k, g, routes, route):
 def _leaf_step(g, leaf, pos):
     """Into a leaf's .grad with Tensor._accumulate, as eager; `pos` names an argument Tensor
     (a new object every call), else the leaf itself (a parameter) is the target."""
-
-    def step(run):
-        t = leaf if pos is None else run.args[pos]
-        t._accumulate(run.buf[g], run.claimed)
-        run.buf[g] = None
-
-    step.leaves = ((g, leaf, pos),)  # what _join_leaves reads
-    step.reads = (g,)
-    return step
+    return _leaves_step(((g, leaf, pos),))
 
 
 def _join_leaves(steps):
@@ -527,6 +519,9 @@ def _join_leaves(steps):
 
 
 def _leaves_step(leaves):
+    """The (g, leaf, pos) leaf steps in order (see _leaf_step); `leaves` is what _join_leaves
+    reads to join the next ones."""
+
     def step(run):
         buf, args, claimed = run.buf, run.args, run.claimed
         for g, leaf, pos in leaves:
